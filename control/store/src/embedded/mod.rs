@@ -99,22 +99,7 @@ impl EmbeddedStore {
             path: config.dir.display().to_string(),
             source: e.into(),
         })?;
-        let db = Database::builder()
-            .set_cache_size(config.cache_bytes)
-            .create(&path)
-            .map_err(|e| match e {
-                redb::DatabaseError::DatabaseAlreadyOpen => {
-                    open_err("another process has this store open".into())
-                }
-                redb::DatabaseError::Storage(redb::StorageError::Corrupted(reason)) => {
-                    StoreError::Foreign {
-                        path: path.display().to_string(),
-                        reason: format!("not a readable database ({reason})"),
-                    }
-                }
-                other => open_err(other.into()),
-            })?;
-        init_schema(&db, &path)?;
+        let db = open_database(&path, config.cache_bytes)?;
         let db = Arc::new(db);
         let revision = read_meta(&db, codec::REVISION_KEY)?;
         let hub = Hub::new(revision, 4096);
@@ -177,11 +162,64 @@ impl EmbeddedStore {
         let db = self.inner.db.clone();
         tokio::task::spawn_blocking(move || f(&db))
             .await
-            .map_err(|e| StoreError::unavailable(e.to_string()))?
+            .map_err(read_failed)?
     }
 }
 
-fn init_schema(db: &Database, path: &Path) -> Result<(), StoreError> {
+/// Opens the database file, checking an existing one read-only first so that
+/// a foreign file is refused before anything is written to it. redb can
+/// panic on some damaged files; that becomes [`StoreError::Corrupt`].
+fn open_database(path: &Path, cache_bytes: usize) -> Result<Database, StoreError> {
+    let shown = path.display().to_string();
+    let open_err = |source: crate::BoxError| StoreError::Open {
+        path: shown.clone(),
+        source,
+    };
+    let map = |e: redb::DatabaseError| match e {
+        redb::DatabaseError::DatabaseAlreadyOpen => {
+            open_err("another process has this store open".into())
+        }
+        redb::DatabaseError::Storage(redb::StorageError::Corrupted(reason)) => StoreError::Foreign {
+            path: shown.clone(),
+            reason: format!("not a readable database ({reason})"),
+        },
+        other => open_err(other.into()),
+    };
+    let existing = std::fs::metadata(path).map(|m| m.len() > 0).unwrap_or(false);
+    let attempt = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        if existing {
+            match Database::builder().open_read_only(path) {
+                Ok(ro) => {
+                    check_schema(&ro, path)?;
+                }
+                // Needs repair after a crash: the read-write open repairs it.
+                Err(redb::DatabaseError::RepairAborted) => {}
+                Err(e) => return Err(map(e)),
+            }
+        }
+        let db = Database::builder()
+            .set_cache_size(cache_bytes)
+            .create(path)
+            .map_err(map)?;
+        if check_schema(&db, path)? == Schema::Empty {
+            create_schema(&db)?;
+        }
+        Ok(db)
+    }));
+    attempt.unwrap_or_else(|_| {
+        Err(StoreError::Corrupt {
+            detail: format!("{} could not be read (the database library failed on it)", path.display()),
+        })
+    })
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Schema {
+    Empty,
+    Ours,
+}
+
+fn check_schema(db: &impl ReadableDatabase, path: &Path) -> Result<Schema, StoreError> {
     let foreign = |reason: String| StoreError::Foreign {
         path: path.display().to_string(),
         reason,
@@ -206,14 +244,17 @@ fn init_schema(db: &Database, path: &Path) -> Result<(), StoreError> {
             .map_err(storage)?
             .map(|v| v.value());
         return match format {
-            Some(FORMAT_VERSION) => Ok(()),
+            Some(FORMAT_VERSION) => Ok(Schema::Ours),
             Some(other) => Err(foreign(format!(
                 "store format {other}, this build reads format {FORMAT_VERSION}"
             ))),
             None => Err(foreign("a redb database without a store format".into())),
         };
     }
-    drop(txn);
+    Ok(Schema::Empty)
+}
+
+fn create_schema(db: &Database) -> Result<(), StoreError> {
     let txn = db.begin_write().map_err(storage)?;
     {
         let mut meta = txn.open_table(META).map_err(storage)?;
@@ -510,6 +551,17 @@ impl Store for EmbeddedStore {
             .expect("lease table lock")
             .remove(&lease.0);
         self.write(Op::RevokeLease { lease }).await.map(|_| ())
+    }
+}
+
+/// A read task that died: a panic in the database library means damaged data.
+pub(super) fn read_failed(err: tokio::task::JoinError) -> StoreError {
+    if err.is_panic() {
+        StoreError::Corrupt {
+            detail: "a read failed inside the database library".into(),
+        }
+    } else {
+        StoreError::Closed
     }
 }
 

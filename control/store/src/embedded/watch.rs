@@ -155,7 +155,7 @@ impl Watcher {
                 read_log(&db, &prefix, next, compacted, CATCH_UP_PAGE)
             })
             .await
-            .map_err(|e| StoreError::unavailable(e.to_string()))??;
+            .map_err(super::read_failed)??;
             for event in page.events {
                 if tx.send(Ok(event)).await.is_err() {
                     return Err(StoreError::Closed);
