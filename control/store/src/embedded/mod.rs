@@ -183,6 +183,14 @@ fn open_database(path: &Path, cache_bytes: usize) -> Result<Database, StoreError
             path: shown.clone(),
             reason: format!("not a readable database ({reason})"),
         },
+        redb::DatabaseError::Storage(redb::StorageError::Io(e))
+            if e.kind() == std::io::ErrorKind::InvalidData =>
+        {
+            StoreError::Foreign {
+                path: shown.clone(),
+                reason: e.to_string(),
+            }
+        }
         other => open_err(other.into()),
     };
     let existing = std::fs::metadata(path).map(|m| m.len() > 0).unwrap_or(false);

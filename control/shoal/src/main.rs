@@ -1,0 +1,77 @@
+//! `shoal`: one binary for the whole cluster or any one of its components.
+
+mod cli;
+mod logging;
+mod store;
+
+use clap::Parser;
+use cli::{Cli, Command, ServerArgs};
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Err(err) = logging::init(cli.log_format, &cli.log) {
+        eprintln!("error: {err:#}");
+        return ExitCode::from(2);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Server(args) => server(args).await,
+        other => not_yet(other.component()),
+    }
+}
+
+/// The control plane. For now the store alone: the apiserver, scheduler and
+/// controller-manager join it as they are built.
+async fn server(args: ServerArgs) -> anyhow::Result<()> {
+    let data_dir = args.data_dir.resolve();
+    std::fs::create_dir_all(&data_dir).map_err(|e| {
+        anyhow::anyhow!("cannot create the data directory {}: {e}", data_dir.display())
+    })?;
+    let (store, what) = store::open(&data_dir, &args.etcd_endpoints, &args.etcd_prefix).await?;
+    let revision = store::revision(&store).await?;
+    tracing::info!(store = %what, revision, "store ready");
+    tracing::warn!(
+        "the apiserver is not built yet, so nothing listens on {}:{}; this server holds the store open until stopped",
+        args.bind_address,
+        args.https_port
+    );
+    eprintln!("shoal server is up: {what}, revision {revision}. Stop it with Ctrl-C.");
+    shutdown_signal().await?;
+    tracing::info!("stopping");
+    drop(store);
+    Ok(())
+}
+
+async fn shutdown_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r?,
+        _ = term.recv() => {}
+    }
+    Ok(())
+}
+
+fn not_yet(component: &str) -> anyhow::Result<()> {
+    anyhow::bail!(
+        "`shoal {component}` is not available in this build yet: its component has not been written. \
+         `shoal server` runs the store today."
+    )
+}
