@@ -890,7 +890,6 @@ impl Watcher {
                         Ok(stream) => stream,
                         Err(e) => {
                             tracing::debug!(error = %e, next = self.next, "cannot reopen the etcd watch");
-                            eprintln!("DEBUG reopen failed {e} next={}", self.next);
                             if !self.pause(&mut pause).await {
                                 return;
                             }
@@ -902,7 +901,6 @@ impl Watcher {
             match self.pump(sender, responses).await {
                 Ended::Done => return,
                 Ended::Broken { reason, delivered } => {
-                    eprintln!("DEBUG broken {reason} next={}", self.next);
                     tracing::info!(%reason, next = self.next, "etcd watch stream broke; resuming");
                     if delivered {
                         pause = RECONNECT_MIN;

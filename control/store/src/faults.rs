@@ -10,9 +10,9 @@
 //!
 //! Draws are deterministic for a seed, so a failing chaos run can be replayed.
 
+use crate::Store;
 use crate::error::StoreError;
 use crate::kv::{KeyValue, LeaseId, RangeRequest, RangeResponse, Revision, WatchStream};
-use crate::Store;
 use async_trait::async_trait;
 use futures::StreamExt;
 use std::sync::atomic::{AtomicU64, Ordering};

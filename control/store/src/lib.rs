@@ -72,6 +72,8 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Streams every change under `prefix` with a revision `>= from`, in
     /// revision order, each once, with the previous value; `from == 0`
     /// means changes after now. Idle streams get [`WatchEvent::Progress`].
+    /// (An event exactly at the compacted revision may lack its previous
+    /// value: etcd reads it one revision earlier.)
     /// A `from` older than the compacted revision fails with
     /// [`StoreError::Compacted`], as the first item or at once.
     async fn watch(&self, prefix: &[u8], from: Revision) -> Result<WatchStream, StoreError>;

@@ -20,7 +20,10 @@ async fn create_reliably(s: &Faulty<EmbeddedStore>, key: &str) -> Revision {
         match s.create(key.as_bytes(), key.as_bytes(), None).await {
             Ok(rev) => return rev,
             Err(StoreError::AlreadyExists { .. }) => {
-                assert!(in_doubt, "{key} exists though no earlier attempt was in doubt");
+                assert!(
+                    in_doubt,
+                    "{key} exists though no earlier attempt was in doubt"
+                );
                 loop {
                     match s.get(key.as_bytes()).await {
                         Ok(Some(kv)) => return kv.mod_revision,
@@ -51,7 +54,10 @@ async fn increment_reliably(s: &Faulty<EmbeddedStore>, tag: &str) {
         let (n, _) = text.split_once(' ').unwrap();
         let n: u64 = n.parse().unwrap();
         let value = format!("{} {tag}", n + 1);
-        match s.update(b"/chaos-counter", value.as_bytes(), kv.mod_revision, None).await {
+        match s
+            .update(b"/chaos-counter", value.as_bytes(), kv.mod_revision, None)
+            .await
+        {
             Ok(_) => return,
             Err(StoreError::Conflict { .. }) => {}
             Err(e) if e.is_determinate() && e.is_retryable() => {}
@@ -62,8 +68,13 @@ async fn increment_reliably(s: &Faulty<EmbeddedStore>, tag: &str) {
                 loop {
                     match s.get(b"/chaos-counter").await {
                         Ok(Some(now)) => {
-                            let landed = String::from_utf8(now.value).unwrap().ends_with(&format!(" {tag}"));
-                            if landed || now.mod_revision > kv.mod_revision && written_after(s, kv.mod_revision, tag).await {
+                            let landed = String::from_utf8(now.value)
+                                .unwrap()
+                                .ends_with(&format!(" {tag}"));
+                            if landed
+                                || now.mod_revision > kv.mod_revision
+                                    && written_after(s, kv.mod_revision, tag).await
+                            {
                                 return;
                             }
                             break;
@@ -85,7 +96,11 @@ async fn written_after(s: &Faulty<EmbeddedStore>, rev: Revision, tag: &str) -> b
     let mut stream = s.inner().watch(b"/chaos-counter", rev + 1).await.unwrap();
     loop {
         match stream.next().await.unwrap().unwrap() {
-            WatchEvent::Put { kv, .. } => return String::from_utf8(kv.value).unwrap().ends_with(&format!(" {tag}")),
+            WatchEvent::Put { kv, .. } => {
+                return String::from_utf8(kv.value)
+                    .unwrap()
+                    .ends_with(&format!(" {tag}"));
+            }
             WatchEvent::Progress { .. } => continue,
             other => panic!("{other:?}"),
         }
@@ -94,13 +109,21 @@ async fn written_after(s: &Faulty<EmbeddedStore>, rev: Revision, tag: &str) -> b
 
 /// Follows `/chaos/` from `from`, resuming after every broken stream, until
 /// `want` keys were seen; returns key -> revision, checking order on the way.
-async fn follow(s: Faulty<EmbeddedStore>, from: Revision, want: usize) -> BTreeMap<String, Revision> {
+async fn follow(
+    s: Faulty<EmbeddedStore>,
+    from: Revision,
+    want: usize,
+) -> BTreeMap<String, Revision> {
     let mut seen = BTreeMap::new();
     let mut next = from;
     let mut resumes = 0;
     let deadline = Instant::now() + Duration::from_secs(60);
     while seen.len() < want {
-        assert!(Instant::now() < deadline, "the watcher saw only {} of {want}", seen.len());
+        assert!(
+            Instant::now() < deadline,
+            "the watcher saw only {} of {want}",
+            seen.len()
+        );
         let mut stream = match s.watch(b"/chaos/", next).await {
             Ok(stream) => stream,
             Err(e) if e.is_retryable() => continue,
@@ -113,7 +136,10 @@ async fn follow(s: Faulty<EmbeddedStore>, from: Revision, want: usize) -> BTreeM
                     assert!(kv.mod_revision >= next, "no event before the resume point");
                     next = kv.mod_revision + 1;
                     let key = String::from_utf8(kv.key).unwrap();
-                    assert!(seen.insert(key.clone(), kv.mod_revision).is_none(), "{key} seen twice");
+                    assert!(
+                        seen.insert(key.clone(), kv.mod_revision).is_none(),
+                        "{key} seen twice"
+                    );
                 }
                 Ok(WatchEvent::Progress { revision }) => next = next.max(revision + 1),
                 Ok(other) => panic!("{other:?}"),
@@ -124,7 +150,10 @@ async fn follow(s: Faulty<EmbeddedStore>, from: Revision, want: usize) -> BTreeM
             }
         }
     }
-    assert!(resumes > 1, "the watch was broken and resumed at least once");
+    assert!(
+        resumes > 1,
+        "the watch was broken and resumed at least once"
+    );
     seen
 }
 
@@ -134,9 +163,16 @@ async fn retrying_clients_lose_nothing_through_faults() {
     let mut config = EmbeddedConfig::new(dir.path());
     config.progress_interval = Duration::from_millis(100);
     let inner = EmbeddedStore::open(config).unwrap();
-    let start = inner.create(b"/chaos-counter", b"0 init", None).await.unwrap();
+    let start = inner
+        .create(b"/chaos-counter", b"0 init", None)
+        .await
+        .unwrap();
     let s = Faulty::new(inner, 0x5eed);
-    s.set_rates(FaultRates { unavailable: 0.15, indeterminate: 0.15, broken_watch: 0.03 });
+    s.set_rates(FaultRates {
+        unavailable: 0.15,
+        indeterminate: 0.15,
+        broken_watch: 0.03,
+    });
 
     let watcher = tokio::spawn(follow(s.clone(), start + 1, WRITERS * KEYS_PER_WRITER));
     let writers: Vec<_> = (0..WRITERS)
@@ -159,15 +195,34 @@ async fn retrying_clients_lose_nothing_through_faults() {
     for w in writers {
         acked.extend(w.await.unwrap());
     }
-    let seen = tokio::time::timeout(Duration::from_secs(90), watcher).await.unwrap().unwrap();
-    assert_eq!(seen, acked, "the watcher saw every acknowledged write once, at its revision");
+    let seen = tokio::time::timeout(Duration::from_secs(90), watcher)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        seen, acked,
+        "the watcher saw every acknowledged write once, at its revision"
+    );
 
     s.heal();
     let counter = s.get(b"/chaos-counter").await.unwrap().unwrap();
-    let n: usize = String::from_utf8(counter.value).unwrap().split(' ').next().unwrap().parse().unwrap();
-    assert_eq!(n, WRITERS * INCREMENTS_PER_WRITER, "no increment lost or doubled");
+    let n: usize = String::from_utf8(counter.value)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(
+        n,
+        WRITERS * INCREMENTS_PER_WRITER,
+        "no increment lost or doubled"
+    );
     assert_eq!(counter.version as usize, n + 1);
 
     let counts = s.counts();
-    assert!(counts.unavailable > 10 && counts.indeterminate > 10 && counts.broken_watches > 0, "{counts:?}");
+    assert!(
+        counts.unavailable > 10 && counts.indeterminate > 10 && counts.broken_watches > 0,
+        "{counts:?}"
+    );
 }

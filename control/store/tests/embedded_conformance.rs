@@ -11,7 +11,10 @@ async fn embedded() -> Backend {
     let mut config = EmbeddedConfig::new(dir.path());
     config.progress_interval = Duration::from_millis(200);
     let store = EmbeddedStore::open(config).unwrap();
-    Backend { store: conformance::dyn_store(store), guard: Box::new(dir) }
+    Backend {
+        store: conformance::dyn_store(store),
+        guard: Box::new(dir),
+    }
 }
 
 conformance_tests!(embedded);

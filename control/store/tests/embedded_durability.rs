@@ -36,7 +36,11 @@ async fn kill_9_mid_write_loses_no_acknowledged_write() {
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let deadline = Instant::now() + Duration::from_secs(120);
     while acked.len() < 3_000 {
-        assert!(Instant::now() < deadline, "the writer acknowledged only {} writes", acked.len());
+        assert!(
+            Instant::now() < deadline,
+            "the writer acknowledged only {} writes",
+            acked.len()
+        );
         let line = lines.next().expect("the writer is still writing").unwrap();
         let mut parts = line.split(' ').skip(1).map(|p| p.parse::<i64>().unwrap());
         acked.insert(parts.next().unwrap() as usize, parts.next().unwrap());
@@ -49,7 +53,11 @@ async fn kill_9_mid_write_loses_no_acknowledged_write() {
     }
     let status = child.wait().unwrap();
     assert!(!status.success(), "the writer was killed, not finished");
-    assert!(acked.len() < COUNT, "the kill came mid-way ({} of {COUNT} acknowledged)", acked.len());
+    assert!(
+        acked.len() < COUNT,
+        "the kill came mid-way ({} of {COUNT} acknowledged)",
+        acked.len()
+    );
 
     let store = open(dir.path()).unwrap();
     let all = store.range(RangeRequest::prefix("/crash/")).await.unwrap();
@@ -64,9 +72,17 @@ async fn kill_9_mid_write_loses_no_acknowledged_write() {
         })
         .collect();
     for (i, rev) in &acked {
-        assert_eq!(present.get(i), Some(rev), "acknowledged write {i} at revision {rev} survived");
+        assert_eq!(
+            present.get(i),
+            Some(rev),
+            "acknowledged write {i} at revision {rev} survived"
+        );
     }
-    assert_eq!(all.revision as usize, present.len(), "one revision per surviving write");
+    assert_eq!(
+        all.revision as usize,
+        present.len(),
+        "one revision per surviving write"
+    );
 
     // The log replays exactly the surviving writes, in revision order.
     let mut watch = store.watch(b"/crash/", 1).await.unwrap();
@@ -115,24 +131,33 @@ async fn a_store_is_opened_by_one_owner_at_a_time() {
     let err = open(dir.path()).unwrap_err();
     assert!(matches!(err, StoreError::Open { .. }), "{err:?}");
     let chain = format!("{err}: {}", std::error::Error::source(&err).unwrap());
-    assert!(chain.contains("another process has this store open"), "{chain}");
+    assert!(
+        chain.contains("another process has this store open"),
+        "{chain}"
+    );
 }
 
 fn assert_refused_untouched(dir: &std::path::Path, bytes: &[u8], what: &str) {
     let err = open(dir).expect_err(what);
     let msg = err.to_string();
+    assert!(matches!(err, StoreError::Foreign { .. }), "{what}: {err:?}");
     assert!(
-        matches!(err, StoreError::Foreign { .. }),
-        "{what}: {err:?}"
+        msg.contains(FILE_NAME) && msg.contains("not a Shoal store"),
+        "{what}: the error names the file: {msg}"
     );
-    assert!(msg.contains(FILE_NAME) && msg.contains("not a Shoal store"), "{what}: the error names the file: {msg}");
-    assert_eq!(std::fs::read(dir.join(FILE_NAME)).unwrap(), bytes, "{what}: the file is left as it was");
+    assert_eq!(
+        std::fs::read(dir.join(FILE_NAME)).unwrap(),
+        bytes,
+        "{what}: the file is left as it was"
+    );
 }
 
 #[test]
 fn a_foreign_file_is_refused_and_left_alone() {
     let dir = tempfile::tempdir().unwrap();
-    let bytes: Vec<u8> = (0..100_000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    let bytes: Vec<u8> = (0..100_000u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
     std::fs::write(dir.path().join(FILE_NAME), &bytes).unwrap();
     assert_refused_untouched(dir.path(), &bytes, "random bytes");
     let text = b"apiVersion: v1\nkind: Config\n".repeat(200);
@@ -166,7 +191,9 @@ async fn a_damaged_store_fails_with_an_error_not_a_panic() {
     {
         let s = open(dir.path()).unwrap();
         for i in 0..200 {
-            s.create(format!("/k/{i}").as_bytes(), &[7u8; 2000], None).await.unwrap();
+            s.create(format!("/k/{i}").as_bytes(), &[7u8; 2000], None)
+                .await
+                .unwrap();
         }
     }
     let path = dir.path().join(FILE_NAME);
@@ -187,7 +214,10 @@ async fn a_damaged_store_fails_with_an_error_not_a_panic() {
                 Ok(s) => match s.range(RangeRequest::prefix("/k/")).await {
                     Err(err) => format!("read failed: {err}"),
                     Ok(resp) => {
-                        assert!(resp.kvs.iter().all(|kv| kv.value == [7u8; 2000]), "{what}: no wrong values");
+                        assert!(
+                            resp.kvs.iter().all(|kv| kv.value == [7u8; 2000]),
+                            "{what}: no wrong values"
+                        );
                         format!("read {} keys", resp.kvs.len())
                     }
                 },

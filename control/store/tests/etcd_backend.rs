@@ -5,7 +5,6 @@
 use anyhow::{Context as _, bail};
 use futures::StreamExt;
 use std::collections::BTreeMap;
-use std::error::Error as _;
 use std::time::Duration;
 use store::etcd::{EtcdConfig, EtcdStore};
 use store::{RangeRequest, Revision, Store, StoreError, WatchEvent, WatchStream};
@@ -192,8 +191,13 @@ async fn create_surely(store: &EtcdStore, key: &str) -> anyhow::Result<Revision>
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_watch_survives_losing_its_member() -> anyhow::Result<()> {
     let mut cluster = EtcdCluster::start(3).await?;
-    let watching = EtcdStore::connect(config(cluster.endpoints(), "/registry/")).await?;
-    let writer = EtcdStore::connect(config(cluster.endpoints(), "/registry/")).await?;
+    // A write in flight when the leader dies hangs until the timeout.
+    let config = EtcdConfig {
+        request_timeout: Duration::from_secs(2),
+        ..config(cluster.endpoints(), "/registry/")
+    };
+    let watching = EtcdStore::connect(config.clone()).await?;
+    let writer = EtcdStore::connect(config).await?;
     let mut watch = watching.watch(b"/chaos/", 0).await?;
 
     // Collect every change until the final key shows up, checking order and
@@ -262,12 +266,3 @@ async fn a_watch_survives_losing_its_member() -> anyhow::Result<()> {
     }
     Ok(())
 }
-
-// TEMPORARY: the shared suite, run here only while developing.
-mod conformance;
-async fn etcd_suite() -> conformance::Backend {
-    let etcd = Etcd::start().await.unwrap();
-    let store = EtcdStore::connect(config(vec![etcd.endpoint()], "/registry/")).await.unwrap();
-    conformance::Backend { store: conformance::dyn_store(store), guard: Box::new(etcd) }
-}
-conformance_tests!(etcd_suite);

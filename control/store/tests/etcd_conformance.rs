@@ -11,7 +11,10 @@ async fn etcd() -> Backend {
     let mut config = EtcdConfig::new([etcd.endpoint()]);
     config.progress_interval = Duration::from_millis(200);
     let store = EtcdStore::connect(config).await.unwrap();
-    Backend { store: conformance::dyn_store(store), guard: Box::new(etcd) }
+    Backend {
+        store: conformance::dyn_store(store),
+        guard: Box::new(etcd),
+    }
 }
 
 conformance_tests!(etcd);

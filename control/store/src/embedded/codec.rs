@@ -72,7 +72,10 @@ impl Record {
                 }))
             }
             _ => Err(StoreError::Corrupt {
-                detail: format!("a stored record of {} bytes has no valid header", bytes.len()),
+                detail: format!(
+                    "a stored record of {} bytes has no valid header",
+                    bytes.len()
+                ),
             }),
         }
     }

@@ -11,14 +11,16 @@ mod codec;
 mod watch;
 mod writer;
 
+use crate::Store;
 use crate::error::StoreError;
 use crate::kv::{
     KeyValue, LeaseId, RangeRequest, RangeResponse, Revision, WatchStream, check_key, check_value,
     lossy,
 };
-use crate::Store;
 use async_trait::async_trait;
-use codec::{FORMAT_KEY, FORMAT_VERSION, HISTORY, KV, LEASE_KEYS, LEASES, LOG, META, Record, storage};
+use codec::{
+    FORMAT_KEY, FORMAT_VERSION, HISTORY, KV, LEASE_KEYS, LEASES, LOG, META, Record, storage,
+};
 use futures::StreamExt;
 use redb::{Database, ReadableDatabase, ReadableTable, TableHandle};
 use std::collections::HashMap;
@@ -179,10 +181,12 @@ fn open_database(path: &Path, cache_bytes: usize) -> Result<Database, StoreError
         redb::DatabaseError::DatabaseAlreadyOpen => {
             open_err("another process has this store open".into())
         }
-        redb::DatabaseError::Storage(redb::StorageError::Corrupted(reason)) => StoreError::Foreign {
-            path: shown.clone(),
-            reason: format!("not a readable database ({reason})"),
-        },
+        redb::DatabaseError::Storage(redb::StorageError::Corrupted(reason)) => {
+            StoreError::Foreign {
+                path: shown.clone(),
+                reason: format!("not a readable database ({reason})"),
+            }
+        }
         redb::DatabaseError::Storage(redb::StorageError::Io(e))
             if e.kind() == std::io::ErrorKind::InvalidData =>
         {
@@ -193,7 +197,9 @@ fn open_database(path: &Path, cache_bytes: usize) -> Result<Database, StoreError
         }
         other => open_err(other.into()),
     };
-    let existing = std::fs::metadata(path).map(|m| m.len() > 0).unwrap_or(false);
+    let existing = std::fs::metadata(path)
+        .map(|m| m.len() > 0)
+        .unwrap_or(false);
     let attempt = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         if existing {
             match Database::builder().open_read_only(path) {
@@ -216,7 +222,10 @@ fn open_database(path: &Path, cache_bytes: usize) -> Result<Database, StoreError
     }));
     attempt.unwrap_or_else(|_| {
         Err(StoreError::Corrupt {
-            detail: format!("{} could not be read (the database library failed on it)", path.display()),
+            detail: format!(
+                "{} could not be read (the database library failed on it)",
+                path.display()
+            ),
         })
     })
 }
@@ -279,7 +288,10 @@ fn create_schema(db: &Database) -> Result<(), StoreError> {
 fn read_meta(db: &Database, key: &str) -> Result<i64, StoreError> {
     let txn = db.begin_read().map_err(storage)?;
     let meta = txn.open_table(META).map_err(storage)?;
-    Ok(meta.get(key).map_err(storage)?.map_or(0, |v| v.value() as i64))
+    Ok(meta
+        .get(key)
+        .map_err(storage)?
+        .map_or(0, |v| v.value() as i64))
 }
 
 fn load_leases(db: &Database) -> Result<Vec<(i64, Duration)>, StoreError> {
@@ -318,7 +330,9 @@ async fn expire_leases(inner: Weak<Inner>) {
             tracing::debug!(lease = id, "lease expired");
             match store.write(Op::RevokeLease { lease: LeaseId(id) }).await {
                 Ok(_) | Err(StoreError::LeaseNotFound(_)) => {}
-                Err(err) => tracing::warn!(lease = id, error = %err, "cannot revoke an expired lease"),
+                Err(err) => {
+                    tracing::warn!(lease = id, error = %err, "cannot revoke an expired lease")
+                }
             }
         }
     }
@@ -339,11 +353,18 @@ fn range_at(db: &Database, req: &RangeRequest) -> Result<RangeResponse, StoreErr
     let txn = db.begin_read().map_err(storage)?;
     let meta = txn.open_table(META).map_err(storage)?;
     let get = |k| -> Result<i64, StoreError> {
-        Ok(meta.get(k).map_err(storage)?.map_or(0, |v| v.value() as i64))
+        Ok(meta
+            .get(k)
+            .map_err(storage)?
+            .map_or(0, |v| v.value() as i64))
     };
     let current = get(codec::REVISION_KEY)?;
     let compacted = get(codec::COMPACTED_KEY)?;
-    let revision = if req.revision == 0 { current } else { req.revision };
+    let revision = if req.revision == 0 {
+        current
+    } else {
+        req.revision
+    };
     if revision > current {
         return Err(StoreError::FutureRevision {
             requested: revision,
@@ -356,7 +377,11 @@ fn range_at(db: &Database, req: &RangeRequest) -> Result<RangeResponse, StoreErr
             compacted,
         });
     }
-    let limit = if req.limit == 0 { usize::MAX } else { req.limit };
+    let limit = if req.limit == 0 {
+        usize::MAX
+    } else {
+        req.limit
+    };
     let mut kvs = Vec::new();
     let mut more = false;
     if revision == current {
@@ -531,7 +556,9 @@ impl Store for EmbeddedStore {
             })
             .await?
         else {
-            return Err(StoreError::Invalid("the writer answered a lease grant with something else".into()));
+            return Err(StoreError::Invalid(
+                "the writer answered a lease grant with something else".into(),
+            ));
         };
         self.inner
             .leases

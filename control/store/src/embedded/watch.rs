@@ -77,7 +77,8 @@ impl Watcher {
         }
         let (tx, rx) = mpsc::channel(256);
         let live = self.hub.batches.subscribe();
-        let span = tracing::debug_span!("watch", prefix = %String::from_utf8_lossy(&self.prefix), from);
+        let span =
+            tracing::debug_span!("watch", prefix = %String::from_utf8_lossy(&self.prefix), from);
         tokio::spawn(
             async move {
                 if let Err(err) = self.run(from, live, &tx).await {

@@ -7,8 +7,8 @@
 //! fsync, and revisions are assigned in commit order.
 
 use super::codec::{
-    COMPACTED_KEY, HISTORY, KV, LEASE_KEYS, LEASES, LOG, LogEntry, META, NEXT_LEASE_KEY, Record,
-    REVISION_KEY, storage,
+    COMPACTED_KEY, HISTORY, KV, LEASE_KEYS, LEASES, LOG, LogEntry, META, NEXT_LEASE_KEY,
+    REVISION_KEY, Record, storage,
 };
 use super::watch::{Batch, Hub};
 use crate::error::StoreError;
@@ -73,7 +73,10 @@ impl State {
         let txn = db.begin_read().map_err(storage)?;
         let meta = txn.open_table(META).map_err(storage)?;
         let get = |k| -> Result<i64, StoreError> {
-            Ok(meta.get(k).map_err(storage)?.map_or(0, |v| v.value() as i64))
+            Ok(meta
+                .get(k)
+                .map_err(storage)?
+                .map_or(0, |v| v.value() as i64))
         };
         Ok(State {
             revision: get(REVISION_KEY)?,
@@ -104,9 +107,7 @@ pub(super) fn run(
             return;
         }
     };
-    published
-        .compacted
-        .store(state.compacted, Ordering::SeqCst);
+    published.compacted.store(state.compacted, Ordering::SeqCst);
     let mut batch = Vec::with_capacity(max_batch);
     while let Some(first) = requests.blocking_recv() {
         batch.push(first);
@@ -119,9 +120,7 @@ pub(super) fn run(
         let first_revision = state.revision + 1;
         match commit_batch(&db, &mut state, &mut batch) {
             Ok(outcomes) => {
-                published
-                    .compacted
-                    .store(state.compacted, Ordering::SeqCst);
+                published.compacted.store(state.compacted, Ordering::SeqCst);
                 let mut events = Vec::new();
                 let mut replies = Vec::with_capacity(outcomes.len());
                 for ((_, reply), outcome) in batch.drain(..).zip(outcomes) {
@@ -177,8 +176,7 @@ fn commit_batch(
     batch: &mut [Request],
 ) -> Result<Vec<Outcome>, StoreError> {
     let mut txn = db.begin_write().map_err(storage)?;
-    txn.set_durability(Durability::Immediate)
-        .map_err(storage)?;
+    txn.set_durability(Durability::Immediate).map_err(storage)?;
     let before = (state.revision, state.compacted, state.next_lease);
     let outcomes = match apply_all(&txn, state, batch) {
         Ok(outcomes) => outcomes,

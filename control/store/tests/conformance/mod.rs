@@ -10,7 +10,9 @@ use std::any::Any;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
-use store::{DynStore, KeyValue, LeaseId, RangeRequest, Revision, StoreError, WatchEvent, WatchStream};
+use store::{
+    DynStore, KeyValue, LeaseId, RangeRequest, Revision, StoreError, WatchEvent, WatchStream,
+};
 
 /// A store under test and whatever keeps it alive (a temp dir, a process).
 pub struct Backend {
@@ -104,7 +106,11 @@ pub async fn create_refuses_an_existing_key(s: &DynStore) {
     assert!(matches!(err, StoreError::AlreadyExists { .. }), "{err:?}");
     assert!(err.is_determinate());
     assert_eq!(s.get(b"/a/1").await.unwrap().unwrap().value, b"one");
-    assert_eq!(s.current_revision().await.unwrap(), rev, "a refused write bumps nothing");
+    assert_eq!(
+        s.current_revision().await.unwrap(),
+        rev,
+        "a refused write bumps nothing"
+    );
 }
 
 pub async fn update_is_compare_and_swap(s: &DynStore) {
@@ -112,9 +118,19 @@ pub async fn update_is_compare_and_swap(s: &DynStore) {
     let r2 = s.update(b"/a/1", b"two", r1, None).await.unwrap();
     assert!(r2 > r1);
     let kv = s.get(b"/a/1").await.unwrap().unwrap();
-    assert_eq!((kv.value.as_slice(), kv.create_revision, kv.mod_revision, kv.version), (&b"two"[..], r1, r2, 2));
+    assert_eq!(
+        (
+            kv.value.as_slice(),
+            kv.create_revision,
+            kv.mod_revision,
+            kv.version
+        ),
+        (&b"two"[..], r1, r2, 2)
+    );
     match s.update(b"/a/1", b"three", r1, None).await.unwrap_err() {
-        StoreError::Conflict { expected, current, .. } => {
+        StoreError::Conflict {
+            expected, current, ..
+        } => {
             assert_eq!(expected, r1);
             assert_eq!(current.mod_revision, r2);
             assert_eq!(current.value, b"two");
@@ -139,7 +155,10 @@ pub async fn delete_is_guarded_and_returns_the_value(s: &DynStore) {
     assert_eq!(prev.value, b"one");
     assert_eq!(prev.mod_revision, r1);
     assert_eq!(s.get(b"/a/1").await.unwrap(), None);
-    assert!(matches!(s.delete(b"/a/1", None).await.unwrap_err(), StoreError::NotFound { .. }));
+    assert!(matches!(
+        s.delete(b"/a/1", None).await.unwrap_err(),
+        StoreError::NotFound { .. }
+    ));
     // Re-creating starts a new life: version 1, new create revision.
     let r3 = s.create(b"/a/1", b"again", None).await.unwrap();
     let kv = s.get(b"/a/1").await.unwrap().unwrap();
@@ -158,7 +177,9 @@ pub async fn every_write_bumps_the_revision_by_one(s: &DynStore) {
 
 pub async fn range_pages_by_prefix_limit_and_start(s: &DynStore) {
     for i in 0..25 {
-        s.create(format!("/pods/ns/p{i:02}").as_bytes(), b"v", None).await.unwrap();
+        s.create(format!("/pods/ns/p{i:02}").as_bytes(), b"v", None)
+            .await
+            .unwrap();
     }
     s.create(b"/pods/nt/x", b"v", None).await.unwrap();
     s.create(b"/pods/nsx", b"v", None).await.unwrap();
@@ -167,10 +188,16 @@ pub async fn range_pages_by_prefix_limit_and_start(s: &DynStore) {
     let all = s.range(RangeRequest::prefix("/pods/ns/")).await.unwrap();
     assert_eq!(all.kvs.len(), 25);
     assert!(!all.more);
-    assert!(all.kvs.windows(2).all(|w| w[0].key < w[1].key), "keys come in order");
+    assert!(
+        all.kvs.windows(2).all(|w| w[0].key < w[1].key),
+        "keys come in order"
+    );
 
     // Page through at the first page's revision while writes go on.
-    let mut req = RangeRequest { limit: 10, ..RangeRequest::prefix("/pods/ns/") };
+    let mut req = RangeRequest {
+        limit: 10,
+        ..RangeRequest::prefix("/pods/ns/")
+    };
     let first = s.range(req.clone()).await.unwrap();
     assert_eq!(first.kvs.len(), 10);
     assert!(first.more);
@@ -186,12 +213,26 @@ pub async fn range_pages_by_prefix_limit_and_start(s: &DynStore) {
         assert_eq!(last.revision, first_revision(&req));
         seen.extend(last.kvs.iter().map(|kv| kv.key.clone()));
     }
-    assert_eq!(seen.len(), 25, "the key written after the first page is not in this list");
-    assert_eq!(s.range(RangeRequest::prefix("/pods/")).await.unwrap().kvs.len(), 28);
-    assert!(matches!(
-        s.range(RangeRequest { start: Some(b"/zzz".to_vec()), ..RangeRequest::prefix("/pods/") })
+    assert_eq!(
+        seen.len(),
+        25,
+        "the key written after the first page is not in this list"
+    );
+    assert_eq!(
+        s.range(RangeRequest::prefix("/pods/"))
             .await
-            .unwrap_err(),
+            .unwrap()
+            .kvs
+            .len(),
+        28
+    );
+    assert!(matches!(
+        s.range(RangeRequest {
+            start: Some(b"/zzz".to_vec()),
+            ..RangeRequest::prefix("/pods/")
+        })
+        .await
+        .unwrap_err(),
         StoreError::Invalid(_)
     ));
 }
@@ -210,20 +251,47 @@ pub async fn range_reads_a_past_revision(s: &DynStore) {
     let at = |rev| {
         let s = s.clone();
         async move {
-            let resp = s.range(RangeRequest { revision: rev, ..RangeRequest::prefix("/h/") }).await.unwrap();
+            let resp = s
+                .range(RangeRequest {
+                    revision: rev,
+                    ..RangeRequest::prefix("/h/")
+                })
+                .await
+                .unwrap();
             assert_eq!(resp.revision, rev);
             resp.kvs
                 .into_iter()
-                .map(|kv| (String::from_utf8(kv.key).unwrap(), String::from_utf8(kv.value).unwrap()))
+                .map(|kv| {
+                    (
+                        String::from_utf8(kv.key).unwrap(),
+                        String::from_utf8(kv.value).unwrap(),
+                    )
+                })
                 .collect::<Vec<_>>()
         }
     };
     assert_eq!(at(r1).await, vec![("/h/a".into(), "a1".into())]);
-    assert_eq!(at(r2).await, vec![("/h/a".to_string(), "a1".to_string()), ("/h/b".into(), "b1".into())]);
+    assert_eq!(
+        at(r2).await,
+        vec![
+            ("/h/a".to_string(), "a1".to_string()),
+            ("/h/b".into(), "b1".into())
+        ]
+    );
     let now = s.current_revision().await.unwrap();
-    assert_eq!(at(now).await, vec![("/h/a".to_string(), "a2".to_string()), ("/h/c".into(), "c1".into())]);
+    assert_eq!(
+        at(now).await,
+        vec![
+            ("/h/a".to_string(), "a2".to_string()),
+            ("/h/c".into(), "c1".into())
+        ]
+    );
     let paged = s
-        .range(RangeRequest { revision: r2, limit: 1, ..RangeRequest::prefix("/h/") })
+        .range(RangeRequest {
+            revision: r2,
+            limit: 1,
+            ..RangeRequest::prefix("/h/")
+        })
         .await
         .unwrap();
     assert_eq!(paged.kvs.len(), 1);
@@ -233,7 +301,10 @@ pub async fn range_reads_a_past_revision(s: &DynStore) {
 pub async fn range_refuses_a_future_revision(s: &DynStore) {
     let rev = s.create(b"/f/a", b"a", None).await.unwrap();
     let err = s
-        .range(RangeRequest { revision: rev + 10, ..RangeRequest::prefix("/f/") })
+        .range(RangeRequest {
+            revision: rev + 10,
+            ..RangeRequest::prefix("/f/")
+        })
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::FutureRevision { .. }), "{err:?}");
@@ -244,7 +315,10 @@ pub async fn concurrent_cas_has_exactly_one_winner(s: &DynStore) {
     let tasks: Vec<_> = (0..32)
         .map(|i| {
             let s = s.clone();
-            tokio::spawn(async move { s.update(b"/cas", format!("{i}").as_bytes(), rev, None).await })
+            tokio::spawn(async move {
+                s.update(b"/cas", format!("{i}").as_bytes(), rev, None)
+                    .await
+            })
         })
         .collect();
     let mut winners = 0;
@@ -269,7 +343,15 @@ pub async fn concurrent_increments_lose_nothing(s: &DynStore) {
                     let mut kv = s.get(b"/counter").await.unwrap().unwrap();
                     loop {
                         let n: u64 = std::str::from_utf8(&kv.value).unwrap().parse().unwrap();
-                        match s.update(b"/counter", (n + 1).to_string().as_bytes(), kv.mod_revision, None).await {
+                        match s
+                            .update(
+                                b"/counter",
+                                (n + 1).to_string().as_bytes(),
+                                kv.mod_revision,
+                                None,
+                            )
+                            .await
+                        {
                             Ok(_) => break,
                             Err(StoreError::Conflict { current, .. }) => kv = *current,
                             Err(other) => panic!("unexpected {other:?}"),
@@ -316,7 +398,10 @@ pub async fn watch_orders_concurrent_writers(s: &DynStore) {
         let key = String::from_utf8(event.key().unwrap().to_vec()).unwrap();
         assert!(seen.insert(event.revision(), key).is_none());
     }
-    assert_eq!(seen, acked, "every acknowledged write, once, at its revision");
+    assert_eq!(
+        seen, acked,
+        "every acknowledged write, once, at its revision"
+    );
 }
 
 pub async fn watch_resumes_from_a_revision_with_previous_values(s: &DynStore) {
@@ -327,7 +412,10 @@ pub async fn watch_resumes_from_a_revision_with_previous_values(s: &DynStore) {
     let mut watch = s.watch(b"/x/", r2).await.unwrap();
     match next_change(&mut watch).await {
         WatchEvent::Put { kv, prev } => {
-            assert_eq!((kv.value.as_slice(), kv.mod_revision, kv.version), (&b"2"[..], r2, 2));
+            assert_eq!(
+                (kv.value.as_slice(), kv.mod_revision, kv.version),
+                (&b"2"[..], r2, 2)
+            );
             assert_eq!(prev.unwrap().value, b"1");
         }
         other => panic!("{other:?}"),
@@ -342,7 +430,14 @@ pub async fn watch_resumes_from_a_revision_with_previous_values(s: &DynStore) {
     match next_change(&mut watch).await {
         WatchEvent::Delete { prev, revision } => {
             assert_eq!(revision, r4);
-            assert_eq!((prev.key.as_slice(), prev.value.as_slice(), prev.mod_revision), (&b"/x/a"[..], &b"2"[..], r2));
+            assert_eq!(
+                (
+                    prev.key.as_slice(),
+                    prev.value.as_slice(),
+                    prev.mod_revision
+                ),
+                (&b"/x/a"[..], &b"2"[..], r2)
+            );
         }
         other => panic!("{other:?}"),
     }
@@ -374,6 +469,7 @@ pub async fn compaction_expires_old_watches_and_reads(s: &DynStore) {
     let r1 = s.create(b"/c/a", b"1", None).await.unwrap();
     let r2 = s.update(b"/c/a", b"2", r1, None).await.unwrap();
     let r3 = s.update(b"/c/a", b"3", r2, None).await.unwrap();
+    let r4 = s.update(b"/c/a", b"4", r3, None).await.unwrap();
     s.compact(r3).await.unwrap();
     s.compact(r2).await.unwrap(); // already compacted: a no-op
 
@@ -389,51 +485,82 @@ pub async fn compaction_expires_old_watches_and_reads(s: &DynStore) {
     match err {
         StoreError::Compacted { requested, compacted } => {
             assert_eq!(requested, r2);
-            assert!(compacted >= r3, "compacted {compacted}");
+            assert_eq!(compacted, r3);
         }
         other => panic!("expected Compacted, got {other:?}"),
     }
     let err = s.range(RangeRequest { revision: r1, ..RangeRequest::prefix("/c/") }).await.unwrap_err();
     assert!(matches!(err, StoreError::Compacted { .. }), "{err:?}");
 
-    // From the compacted revision on, everything is there.
-    let mut watch = s.watch(b"/c/", r3).await.unwrap();
+    // At the compacted revision reads still work; after it, watches carry
+    // their previous values.
+    let at = s.range(RangeRequest { revision: r3, ..RangeRequest::prefix("/c/") }).await.unwrap();
+    assert_eq!(at.kvs[0].value, b"3");
+    let mut watch = s.watch(b"/c/", r4).await.unwrap();
     match next_change(&mut watch).await {
         WatchEvent::Put { kv, prev } => {
-            assert_eq!(kv.value, b"3");
-            assert_eq!(prev.unwrap().value, b"2", "the previous value of an event at the compacted revision survives");
+            assert_eq!(kv.value, b"4");
+            assert_eq!(prev.unwrap().value, b"3");
         }
         other => panic!("{other:?}"),
     }
-    let err = s.compact(r3 + 100).await.unwrap_err();
+    let err = s.compact(r4 + 100).await.unwrap_err();
     assert!(matches!(err, StoreError::FutureRevision { .. }), "{err:?}");
 }
 
 pub async fn compaction_keeps_the_latest_versions(s: &DynStore) {
     let mut rev = s.create(b"/k/a", b"0", None).await.unwrap();
     for i in 1..10 {
-        rev = s.update(b"/k/a", i.to_string().as_bytes(), rev, None).await.unwrap();
+        rev = s
+            .update(b"/k/a", i.to_string().as_bytes(), rev, None)
+            .await
+            .unwrap();
     }
     let b = s.create(b"/k/b", b"b", None).await.unwrap();
     s.delete(b"/k/b", Some(b)).await.unwrap();
     s.create(b"/k/c", b"c", None).await.unwrap();
     let now = s.current_revision().await.unwrap();
     s.compact(now).await.unwrap();
-    let at = s.range(RangeRequest { revision: now, ..RangeRequest::prefix("/k/") }).await.unwrap();
-    let keys: Vec<_> = at.kvs.iter().map(|kv| (kv.key.clone(), kv.value.clone())).collect();
-    assert_eq!(keys, vec![(b"/k/a".to_vec(), b"9".to_vec()), (b"/k/c".to_vec(), b"c".to_vec())]);
+    let at = s
+        .range(RangeRequest {
+            revision: now,
+            ..RangeRequest::prefix("/k/")
+        })
+        .await
+        .unwrap();
+    let keys: Vec<_> = at
+        .kvs
+        .iter()
+        .map(|kv| (kv.key.clone(), kv.value.clone()))
+        .collect();
+    assert_eq!(
+        keys,
+        vec![
+            (b"/k/a".to_vec(), b"9".to_vec()),
+            (b"/k/c".to_vec(), b"c".to_vec())
+        ]
+    );
     let a = s.get(b"/k/a").await.unwrap().unwrap();
     assert_eq!(a.version, 10);
-    let r = s.update(b"/k/a", b"10", a.mod_revision, None).await.unwrap();
+    let r = s
+        .update(b"/k/a", b"10", a.mod_revision, None)
+        .await
+        .unwrap();
     assert_eq!(r, now + 1);
 }
 
 pub async fn idle_watches_get_progress(s: &DynStore) {
     let rev = s.create(b"/other", b"v", None).await.unwrap();
     let mut watch = s.watch(b"/idle/", 0).await.unwrap();
-    let item = tokio::time::timeout(DEADLINE, watch.next()).await.unwrap().unwrap().unwrap();
+    let item = tokio::time::timeout(DEADLINE, watch.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
     match item {
-        WatchEvent::Progress { revision } => assert!(revision >= rev, "progress {revision} < {rev}"),
+        WatchEvent::Progress { revision } => {
+            assert!(revision >= rev, "progress {revision} < {rev}")
+        }
         other => panic!("expected progress, got {other:?}"),
     }
 }
@@ -444,7 +571,10 @@ pub async fn leases_expire_and_revoke_their_keys(s: &DynStore) {
     let mut watch = s.watch(b"/l/", 0).await.unwrap();
     s.create(b"/l/short", b"s", Some(short)).await.unwrap();
     s.create(b"/l/kept", b"k", Some(kept)).await.unwrap();
-    assert_eq!(s.get(b"/l/short").await.unwrap().unwrap().lease, Some(short));
+    assert_eq!(
+        s.get(b"/l/short").await.unwrap().unwrap().lease,
+        Some(short)
+    );
     assert_eq!(s.keep_alive(kept).await.unwrap(), Duration::from_secs(60));
 
     next_change(&mut watch).await;
@@ -454,7 +584,10 @@ pub async fn leases_expire_and_revoke_their_keys(s: &DynStore) {
         other => panic!("expected the expired key's deletion, got {other:?}"),
     }
     assert_eq!(s.get(b"/l/short").await.unwrap(), None);
-    assert!(matches!(s.keep_alive(short).await.unwrap_err(), StoreError::LeaseNotFound(_)));
+    assert!(matches!(
+        s.keep_alive(short).await.unwrap_err(),
+        StoreError::LeaseNotFound(_)
+    ));
     assert!(s.get(b"/l/kept").await.unwrap().is_some());
 
     s.revoke_lease(kept).await.unwrap();
@@ -467,10 +600,19 @@ pub async fn leases_expire_and_revoke_their_keys(s: &DynStore) {
 
 pub async fn unknown_leases_are_refused(s: &DynStore) {
     let rev = s.current_revision().await.unwrap();
-    let err = s.create(b"/l/x", b"v", Some(LeaseId(424242))).await.unwrap_err();
+    let err = s
+        .create(b"/l/x", b"v", Some(LeaseId(424242)))
+        .await
+        .unwrap_err();
     assert!(matches!(err, StoreError::LeaseNotFound(424242)), "{err:?}");
-    assert!(matches!(s.keep_alive(LeaseId(424242)).await.unwrap_err(), StoreError::LeaseNotFound(_)));
-    assert!(matches!(s.revoke_lease(LeaseId(424242)).await.unwrap_err(), StoreError::LeaseNotFound(_)));
+    assert!(matches!(
+        s.keep_alive(LeaseId(424242)).await.unwrap_err(),
+        StoreError::LeaseNotFound(_)
+    ));
+    assert!(matches!(
+        s.revoke_lease(LeaseId(424242)).await.unwrap_err(),
+        StoreError::LeaseNotFound(_)
+    ));
     assert_eq!(s.get(b"/l/x").await.unwrap(), None);
     assert_eq!(s.current_revision().await.unwrap(), rev);
 }
@@ -480,8 +622,16 @@ pub async fn oversized_keys_and_values_are_refused(s: &DynStore) {
     let err = s.create(b"/big", &big, None).await.unwrap_err();
     assert!(matches!(err, StoreError::ValueTooLarge { .. }), "{err:?}");
     assert!(err.to_string().contains("over the limit"), "{err}");
-    assert!(matches!(s.create(&vec![b'k'; store::MAX_KEY_BYTES + 1], b"v", None).await.unwrap_err(), StoreError::KeyTooLarge { .. }));
-    assert!(matches!(s.create(b"", b"v", None).await.unwrap_err(), StoreError::EmptyKey));
+    assert!(matches!(
+        s.create(&vec![b'k'; store::MAX_KEY_BYTES + 1], b"v", None)
+            .await
+            .unwrap_err(),
+        StoreError::KeyTooLarge { .. }
+    ));
+    assert!(matches!(
+        s.create(b"", b"v", None).await.unwrap_err(),
+        StoreError::EmptyKey
+    ));
     assert_eq!(s.get(b"/big").await.unwrap(), None);
     // The largest allowed value round-trips intact.
     let max = vec![7u8; store::MAX_VALUE_BYTES];
