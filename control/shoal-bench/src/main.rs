@@ -9,7 +9,10 @@ mod store;
 use clap::{Parser, ValueEnum};
 
 #[derive(Debug, Parser)]
-#[command(name = "shoal-bench", about = "Shoal's benchmarks, as JSON lines on stdout")]
+#[command(
+    name = "shoal-bench",
+    about = "Shoal's benchmarks, as JSON lines on stdout"
+)]
 struct Args {
     /// The suite to run.
     #[arg(value_enum)]

@@ -24,13 +24,16 @@ pub async fn run(scale: f64) -> anyhow::Result<()> {
     let n = |x: f64| ((x * scale).round() as usize).max(1);
     let (seq, per_writer, watched) = (n(2000.0), n(300.0), n(1000.0));
 
-    let dir = tempfile::Builder::new().prefix("shoal-bench-store").tempdir_in("/var/tmp")?;
+    let dir = tempfile::Builder::new()
+        .prefix("shoal-bench-store")
+        .tempdir_in("/var/tmp")?;
     let embedded: DynStore = Arc::new(EmbeddedStore::open(EmbeddedConfig::new(dir.path()))?);
     let ours = measure(&embedded, seq, per_writer, watched).await?;
     drop(embedded);
 
     let etcd = testbed::Etcd::start().await?;
-    let peer_store: DynStore = Arc::new(EtcdStore::connect(EtcdConfig::new([etcd.endpoint()])).await?);
+    let peer_store: DynStore =
+        Arc::new(EtcdStore::connect(EtcdConfig::new([etcd.endpoint()])).await?);
     let peer = measure(&peer_store, seq, per_writer, watched).await?;
     let peer_name = etcd_version();
 
@@ -44,7 +47,13 @@ fn report(mut ours: Figures, mut peer: Figures, name: &str) {
         ("1_writer", &mut ours.writes_1, &mut peer.writes_1),
         ("64_writers", &mut ours.writes_64, &mut peer.writes_64),
     ] {
-        emit("store", &format!("writes_per_s_{label}"), *o_rate, "writes/s", p(*p_rate, Better::Higher));
+        emit(
+            "store",
+            &format!("writes_per_s_{label}"),
+            *o_rate,
+            "writes/s",
+            p(*p_rate, Better::Higher),
+        );
         for pct in [50.0, 99.0] {
             emit(
                 "store",
@@ -66,16 +75,31 @@ fn report(mut ours: Figures, mut peer: Figures, name: &str) {
     }
 }
 
-async fn measure(s: &DynStore, seq: usize, per_writer: usize, watched: usize) -> anyhow::Result<Figures> {
+async fn measure(
+    s: &DynStore,
+    seq: usize,
+    per_writer: usize,
+    watched: usize,
+) -> anyhow::Result<Figures> {
     let value = vec![b'v'; VALUE_BYTES];
     let writes_1 = writers(s, "w1", 1, seq, &value).await?;
     let writes_64 = writers(s, "w64", 64, per_writer, &value).await?;
     let watch = watch_delivery(s, watched, &value).await?;
-    Ok(Figures { writes_1, writes_64, watch })
+    Ok(Figures {
+        writes_1,
+        writes_64,
+        watch,
+    })
 }
 
 /// `count` writers each creating `each` keys; returns writes/s and latencies.
-async fn writers(s: &DynStore, tag: &str, count: usize, each: usize, value: &[u8]) -> anyhow::Result<(f64, Latencies)> {
+async fn writers(
+    s: &DynStore,
+    tag: &str,
+    count: usize,
+    each: usize,
+    value: &[u8],
+) -> anyhow::Result<(f64, Latencies)> {
     let started = Instant::now();
     let tasks: Vec<_> = (0..count)
         .map(|w| {
@@ -129,6 +153,10 @@ fn etcd_version() -> String {
         .output()
         .ok()
         .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.lines().next().map(|l| l.replace("etcd Version: ", "etcd ")))
+        .and_then(|s| {
+            s.lines()
+                .next()
+                .map(|l| l.replace("etcd Version: ", "etcd "))
+        })
         .unwrap_or_else(|| "etcd".into())
 }

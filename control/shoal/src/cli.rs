@@ -68,7 +68,8 @@ pub struct DataDir {
 impl DataDir {
     pub fn resolve(&self) -> PathBuf {
         self.data_dir.clone().unwrap_or_else(|| {
-            let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("/var/lib"), PathBuf::from);
+            let home =
+                std::env::var_os("HOME").map_or_else(|| PathBuf::from("/var/lib"), PathBuf::from);
             home.join(".local/share/shoal")
         })
     }

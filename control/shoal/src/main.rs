@@ -14,7 +14,10 @@ fn main() -> ExitCode {
         eprintln!("error: {err:#}");
         return ExitCode::from(2);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(err) => {
             eprintln!("error: cannot start the async runtime: {err}");
@@ -32,31 +35,56 @@ fn main() -> ExitCode {
 
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Server(args) => server(args).await,
+        Command::Server(args) | Command::Apiserver(args) => server(args).await,
         other => not_yet(other.component()),
     }
 }
 
-/// The control plane. For now the store alone: the apiserver, scheduler and
-/// controller-manager join it as they are built.
+/// The control plane: the store and the apiserver over it. The scheduler
+/// and controller-manager join as they are built.
 async fn server(args: ServerArgs) -> anyhow::Result<()> {
     let data_dir = args.data_dir.resolve();
     std::fs::create_dir_all(&data_dir).map_err(|e| {
-        anyhow::anyhow!("cannot create the data directory {}: {e}", data_dir.display())
+        anyhow::anyhow!(
+            "cannot create the data directory {}: {e}",
+            data_dir.display()
+        )
     })?;
     let (store, what) = store::open(&data_dir, &args.etcd_endpoints, &args.etcd_prefix).await?;
     let revision = store::revision(&store).await?;
     tracing::info!(store = %what, revision, "store ready");
-    tracing::warn!(
-        "the apiserver is not built yet, so nothing listens on {}:{}; this server holds the store open until stopped",
-        args.bind_address,
-        args.https_port
+    let mut config = apiserver::Config::new(&data_dir);
+    config.bind_address = args.bind_address;
+    config.port = args.https_port;
+    let api = apiserver::ApiServer::build(config, store)
+        .await
+        .map_err(|e| anyhow::anyhow!("{}", error_chain(&e)))?;
+    let addr = api.local_addr()?;
+    let kubeconfig = api.kubeconfig().to_path_buf();
+    tracing::info!(%addr, kubeconfig = %kubeconfig.display(), "apiserver listening");
+    eprintln!(
+        "shoal server is up: https://{addr}, {what}.\nUse it with:  export KUBECONFIG={}; kubectl get namespaces",
+        kubeconfig.display()
     );
-    eprintln!("shoal server is up: {what}, revision {revision}. Stop it with Ctrl-C.");
-    shutdown_signal().await?;
-    tracing::info!("stopping");
-    drop(store);
+    api.serve(async {
+        let _ = shutdown_signal().await;
+        tracing::info!("stopping");
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("{}", error_chain(&e)))?;
     Ok(())
+}
+
+/// An error and its sources, joined as `anyhow`'s `{:#}` would.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
 }
 
 async fn shutdown_signal() -> anyhow::Result<()> {
@@ -72,6 +100,6 @@ async fn shutdown_signal() -> anyhow::Result<()> {
 fn not_yet(component: &str) -> anyhow::Result<()> {
     anyhow::bail!(
         "`shoal {component}` is not available in this build yet: its component has not been written. \
-         `shoal server` runs the store today."
+         `shoal server` runs the store and the apiserver today."
     )
 }

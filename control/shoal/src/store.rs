@@ -2,9 +2,9 @@
 
 use anyhow::Context;
 use std::path::Path;
+use store::DynStore;
 use store::embedded::{EmbeddedConfig, EmbeddedStore};
 use store::etcd::{EtcdConfig, EtcdStore};
-use store::DynStore;
 
 /// Which store, where: etcd when endpoints are given, else embedded in `DATA_DIR/store`.
 pub async fn open(

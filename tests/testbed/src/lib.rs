@@ -6,6 +6,10 @@
 //! (SIGKILL) when dropped, and their data directories removed. Tests wait on
 //! conditions with [`wait_until`], never on fixed sleeps.
 
+mod shoal;
+
+pub use shoal::{Kubectl, Run, ShoalServer, kubectl_bin};
+
 use anyhow::{Context as _, bail};
 use etcd_client::{Client, ConnectOptions};
 use std::fs::OpenOptions;

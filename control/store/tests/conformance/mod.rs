@@ -483,18 +483,33 @@ pub async fn compaction_expires_old_watches_and_reads(s: &DynStore) {
             .unwrap_err(),
     };
     match err {
-        StoreError::Compacted { requested, compacted } => {
+        StoreError::Compacted {
+            requested,
+            compacted,
+        } => {
             assert_eq!(requested, r2);
             assert_eq!(compacted, r3);
         }
         other => panic!("expected Compacted, got {other:?}"),
     }
-    let err = s.range(RangeRequest { revision: r1, ..RangeRequest::prefix("/c/") }).await.unwrap_err();
+    let err = s
+        .range(RangeRequest {
+            revision: r1,
+            ..RangeRequest::prefix("/c/")
+        })
+        .await
+        .unwrap_err();
     assert!(matches!(err, StoreError::Compacted { .. }), "{err:?}");
 
     // At the compacted revision reads still work; after it, watches carry
     // their previous values.
-    let at = s.range(RangeRequest { revision: r3, ..RangeRequest::prefix("/c/") }).await.unwrap();
+    let at = s
+        .range(RangeRequest {
+            revision: r3,
+            ..RangeRequest::prefix("/c/")
+        })
+        .await
+        .unwrap();
     assert_eq!(at.kvs[0].value, b"3");
     let mut watch = s.watch(b"/c/", r4).await.unwrap();
     match next_change(&mut watch).await {

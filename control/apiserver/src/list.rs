@@ -1,0 +1,414 @@
+//! List (paged, at a consistent revision, filtered by selectors) and watch
+//! (a chunked stream of JSON events resuming from a `resourceVersion`).
+
+use crate::object::{self, from_stored};
+use crate::request::{Params, Target};
+use crate::rest::json_response;
+use crate::selector::{FieldSelector, LabelSelector};
+use crate::status::ApiError;
+use crate::{State, table};
+use axum::body::Body;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::Response;
+use base64::Engine;
+use futures::StreamExt;
+use serde_json::{Map, Value, json};
+use std::sync::Arc;
+use std::time::Duration;
+use store::{KeyValue, RangeRequest, Revision, WatchEvent};
+
+/// The selectors of a request, applied to objects.
+#[derive(Debug)]
+pub struct Filter {
+    kind: &'static str,
+    labels: LabelSelector,
+    fields: FieldSelector,
+}
+
+impl Filter {
+    pub fn new(kind: &'static str, params: &Params) -> Result<Filter, ApiError> {
+        let labels = LabelSelector::parse(&params.label_selector)
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        let fields = FieldSelector::parse(&params.field_selector)
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        if let Some(field) = fields.unsupported_field(kind) {
+            return Err(ApiError::bad_request(format!(
+                "field label not supported: {field}"
+            )));
+        }
+        Ok(Filter {
+            kind,
+            labels,
+            fields,
+        })
+    }
+
+    pub fn matches(&self, obj: &Value) -> bool {
+        let empty = Map::new();
+        let labels = obj
+            .pointer("/metadata/labels")
+            .and_then(Value::as_object)
+            .unwrap_or(&empty);
+        self.labels.matches(labels) && self.fields.matches_object(self.kind, obj)
+    }
+}
+
+/// What a continue token carries: the revision of the first page and the
+/// key to start from.
+fn encode_continue(rev: Revision, start: &[u8]) -> String {
+    let token = json!({"v": "meta.k8s.io/v1", "rv": rev, "start": String::from_utf8_lossy(start)});
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(token.to_string())
+}
+
+fn decode_continue(token: &str, prefix: &str) -> Result<(Revision, Vec<u8>), ApiError> {
+    let bad = || ApiError::bad_request("continue key is not valid: the token is malformed");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token.trim_end_matches('='))
+        .map_err(|_| bad())?;
+    let v: Value = serde_json::from_slice(&bytes).map_err(|_| bad())?;
+    let rev = v.get("rv").and_then(Value::as_i64).ok_or_else(bad)?;
+    let start = v.get("start").and_then(Value::as_str).ok_or_else(bad)?;
+    if !start.starts_with(prefix) {
+        return Err(ApiError::bad_request(
+            "continue key is not valid: it is for another list",
+        ));
+    }
+    Ok((rev, start.as_bytes().to_vec()))
+}
+
+/// One page of matching objects: items, the revision read at, and the
+/// continue token if more follow.
+async fn page(
+    state: &State,
+    t: &Target,
+    params: &Params,
+    filter: &Filter,
+) -> Result<(Vec<Value>, Revision, Option<String>), ApiError> {
+    let prefix = t.res.list_prefix(t.namespace.as_deref());
+    let (mut revision, mut start) = match &params.continue_token {
+        Some(token) => {
+            let (rev, start) = decode_continue(token, &prefix)?;
+            (rev, Some(start))
+        }
+        None => {
+            let rv = params.resource_version.as_deref().filter(|r| !r.is_empty());
+            match (rv, params.resource_version_match.as_deref()) {
+                (Some(rv), Some("Exact")) => (object::parse_rv(rv)?, None),
+                (Some(rv), _) if rv != "0" => {
+                    let wanted = object::parse_rv(rv)?;
+                    let current = state
+                        .store
+                        .current_revision()
+                        .await
+                        .map_err(|e| ApiError::from_store(e, t.res.plural, t.res.group, ""))?;
+                    if wanted > current {
+                        return Err(ApiError::timeout(format!(
+                            "Too large resource version: {wanted}, current: {current}"
+                        )));
+                    }
+                    (0, None)
+                }
+                (None, Some(m)) | (Some(_), Some(m)) if m != "NotOlderThan" && m != "Exact" => {
+                    return Err(ApiError::bad_request(format!(
+                        "resourceVersionMatch {m:?} is invalid"
+                    )));
+                }
+                _ => (0, None),
+            }
+        }
+    };
+    let mut items = Vec::new();
+    loop {
+        let want = if params.limit == 0 {
+            0
+        } else {
+            params.limit - items.len()
+        };
+        let resp = state
+            .store
+            .range(RangeRequest { prefix: prefix.clone().into_bytes(), start: start.clone(), limit: want, revision })
+            .await
+            .map_err(|e| match e {
+                store::StoreError::Compacted { .. } if params.continue_token.is_some() => ApiError::gone(
+                    "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter, or use the continue token in this response to retrieve the remainder of the results. Continuing with the provided token results in an inconsistent list - objects that were created, modified, or deleted between the time the first chunk was returned and now may show up in the list.",
+                ),
+                other => ApiError::from_store(other, t.res.plural, t.res.group, ""),
+            })?;
+        revision = resp.revision;
+        for kv in &resp.kvs {
+            let obj = from_stored(kv)?;
+            if filter.matches(&obj) {
+                items.push(obj);
+            }
+        }
+        let next_start = resp.kvs.last().map(|kv| next_key(&kv.key));
+        if !resp.more {
+            return Ok((items, revision, None));
+        }
+        start = next_start;
+        if params.limit > 0 && items.len() >= params.limit {
+            let token = encode_continue(revision, start.as_deref().unwrap_or_default());
+            return Ok((items, revision, Some(token)));
+        }
+    }
+}
+
+fn next_key(key: &[u8]) -> Vec<u8> {
+    let mut k = key.to_vec();
+    k.push(0);
+    k
+}
+
+pub async fn list(
+    state: &State,
+    t: &Target,
+    params: &Params,
+    as_table: bool,
+) -> Result<Response, ApiError> {
+    let filter = Filter::new(t.res.kind, params)?;
+    let (items, revision, token) = page(state, t, params, &filter).await?;
+    let rv = revision.to_string();
+    if as_table {
+        return Ok(json_response(
+            StatusCode::OK,
+            &table::table(
+                t.res.kind,
+                &items,
+                &rv,
+                token.as_deref(),
+                None,
+                jiff::Timestamp::now(),
+            ),
+        ));
+    }
+    let mut meta = json!({"resourceVersion": rv});
+    if let Some(token) = token {
+        meta["continue"] = json!(token);
+    }
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"kind": format!("{}List", t.res.kind), "apiVersion": t.res.api_version(), "metadata": meta, "items": items}),
+    ))
+}
+
+/// Every object matching the request's selectors, at one revision.
+pub async fn matching(state: &State, t: &Target, params: &Params) -> Result<Vec<Value>, ApiError> {
+    let filter = Filter::new(t.res.kind, params)?;
+    let all = Params {
+        limit: 0,
+        continue_token: None,
+        ..params.clone()
+    };
+    Ok(page(state, t, &all, &filter).await?.0)
+}
+
+/// How one store change looks to a watcher with a filter.
+fn to_watch_event(
+    filter: &Filter,
+    event: &WatchEvent,
+) -> Result<Option<(&'static str, Value)>, ApiError> {
+    Ok(match event {
+        WatchEvent::Put { kv, prev } => {
+            let obj = from_stored(kv)?;
+            let now = filter.matches(&obj);
+            let before = match prev {
+                Some(p) => Some(filter.matches(&from_stored(p)?)),
+                None => None,
+            };
+            match (before, now) {
+                (None | Some(false), true) => Some(("ADDED", obj)),
+                (Some(true), true) => Some(("MODIFIED", obj)),
+                (Some(true), false) => Some(("DELETED", obj)),
+                _ => None,
+            }
+        }
+        WatchEvent::Delete { prev, revision } => {
+            let mut obj = from_stored(&KeyValue {
+                mod_revision: *revision,
+                ..prev.clone()
+            })?;
+            object::set_resource_version(&mut obj, *revision);
+            filter.matches(&obj).then_some(("DELETED", obj))
+        }
+        WatchEvent::Progress { .. } => None,
+    })
+}
+
+fn line(ty: &str, object: Value) -> bytes::Bytes {
+    let mut out = serde_json::to_vec(&json!({"type": ty, "object": object})).unwrap_or_default();
+    out.push(b'\n');
+    bytes::Bytes::from(out)
+}
+
+/// A watch: initial state when asked for ("" or "0"), then every change
+/// after the given `resourceVersion`, once, in order; 410 Expired as an
+/// ERROR event when that revision was compacted.
+pub async fn watch(
+    state: Arc<State>,
+    t: &Target,
+    params: &Params,
+    as_table: bool,
+) -> Result<Response, ApiError> {
+    let filter = Filter::new(t.res.kind, params)?;
+    let prefix = t.res.list_prefix(t.namespace.as_deref());
+    let rv = params.resource_version.as_deref().unwrap_or("");
+    let (initial, from) = if rv.is_empty() || rv == "0" {
+        let (items, revision, _) = page(
+            &state,
+            t,
+            &Params {
+                limit: 0,
+                continue_token: None,
+                resource_version: None,
+                ..params.clone()
+            },
+            &filter,
+        )
+        .await?;
+        (items, revision + 1)
+    } else {
+        (Vec::new(), object::parse_rv(rv)? + 1)
+    };
+    let res = t.res;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(64);
+    let stream = match state.store.watch(prefix.as_bytes(), from).await {
+        Ok(s) => Some(s),
+        Err(store::StoreError::Compacted {
+            requested,
+            compacted,
+        }) => {
+            let err = ApiError::gone(format!(
+                "too old resource version: {} ({compacted})",
+                requested - 1
+            ));
+            let _ = tx.try_send(Ok(line("ERROR", err.to_status())));
+            None
+        }
+        Err(e) => return Err(ApiError::from_store(e, res.plural, res.group, "")),
+    };
+    let timeout = Duration::from_secs(
+        params
+            .timeout_seconds
+            .filter(|s| *s > 0)
+            .unwrap_or(1800 + rand_secs(1800)),
+    );
+    let bookmarks = params.allow_watch_bookmarks;
+    let span = tracing::debug_span!("watch", resource = res.plural, from);
+    let render = move |obj: Value, first: bool| -> Value {
+        if as_table {
+            let rv = object::meta_str(&obj, "resourceVersion")
+                .unwrap_or("")
+                .to_string();
+            let mut t = table::table(
+                res.kind,
+                std::slice::from_ref(&obj),
+                &rv,
+                None,
+                None,
+                jiff::Timestamp::now(),
+            );
+            if !first {
+                t["columnDefinitions"] = json!([]);
+            }
+            t
+        } else {
+            obj
+        }
+    };
+    tokio::spawn(tracing::Instrument::instrument(
+        async move {
+            let mut first = true;
+            for obj in initial {
+                if tx
+                    .send(Ok(line("ADDED", render(obj, first))))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                first = false;
+            }
+            let Some(mut stream) = stream else { return };
+            let deadline = tokio::time::sleep(timeout);
+            tokio::pin!(deadline);
+            loop {
+                tokio::select! {
+                    () = &mut deadline => return,
+                    () = tx.closed() => return,
+                    item = stream.next() => {
+                        let Some(item) = item else { return };
+                        let out = match item {
+                            Ok(WatchEvent::Progress { revision }) if bookmarks => {
+                                let mut obj = json!({"kind": res.kind, "apiVersion": res.api_version(), "metadata": {"resourceVersion": revision.to_string()}});
+                                if as_table {
+                                    obj = json!({"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": {"resourceVersion": revision.to_string()}, "columnDefinitions": [], "rows": []});
+                                }
+                                Some(line("BOOKMARK", obj))
+                            }
+                            Ok(event) => match to_watch_event(&filter, &event) {
+                                Ok(Some((ty, obj))) => {
+                                    let rendered = render(obj, first);
+                                    first = false;
+                                    Some(line(ty, rendered))
+                                }
+                                Ok(None) => None,
+                                Err(e) => Some(line("ERROR", e.to_status())),
+                            },
+                            Err(store::StoreError::Compacted { requested, compacted }) => {
+                                let err = ApiError::gone(format!("too old resource version: {} ({compacted})", requested - 1));
+                                let _ = tx.send(Ok(line("ERROR", err.to_status()))).await;
+                                return;
+                            }
+                            Err(e) => {
+                                let err = ApiError::from_store(e, res.plural, res.group, "");
+                                let _ = tx.send(Ok(line("ERROR", err.to_status()))).await;
+                                return;
+                            }
+                        };
+                        if let Some(bytes) = out
+                            && tx.send(Ok(bytes)).await.is_err()
+                        {
+                            return;
+                        }
+                    }
+                }
+            }
+        },
+        span,
+    ));
+    let body = Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx));
+    let mut resp = Response::new(body);
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("no-cache, private"),
+    );
+    Ok(resp)
+}
+
+/// Spreads watch timeouts so clients do not all reconnect at once.
+fn rand_secs(max: u64) -> u64 {
+    u64::from(uuid::Uuid::new_v4().as_bytes()[0]) * max / 256
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn continue_tokens_round_trip_and_are_checked() {
+        let token = encode_continue(42, b"pods/default/b\0");
+        assert_eq!(
+            decode_continue(&token, "pods/default/").unwrap(),
+            (42, b"pods/default/b\0".to_vec())
+        );
+        assert_eq!(
+            decode_continue(&token, "pods/other/").unwrap_err().code,
+            400
+        );
+        assert_eq!(decode_continue("garbage!", "pods/").unwrap_err().code, 400);
+    }
+}
