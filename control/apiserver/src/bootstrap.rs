@@ -1,5 +1,6 @@
-//! The objects every cluster has from its first start, and the reaper that
-//! ends pods whose termination grace ran out.
+//! The objects every cluster has from its first start, and the apiserver's
+//! housekeeping: the reaper that ends pods whose termination grace ran out,
+//! and the compactor that bounds the store's history.
 
 use crate::object::{self, from_stored};
 use crate::request::{Params, Target};
@@ -99,4 +100,25 @@ async fn reap_once(state: &Arc<State>) -> Result<(), ApiError> {
         }
     }
     Ok(())
+}
+
+/// Every `interval`, compacts the store to the revision it had one interval
+/// earlier, as kube-apiserver does: watches and continue tokens younger than
+/// that keep working, older ones get 410 Expired.
+pub async fn compact_history(state: Weak<State>, interval: Duration) {
+    let mut tick = tokio::time::interval(interval);
+    tick.tick().await;
+    let mut previous: Option<store::Revision> = None;
+    loop {
+        tick.tick().await;
+        let Some(state) = state.upgrade() else { return };
+        if let Some(rev) = previous
+            && let Err(e) = state.store.compact(rev).await
+        {
+            tracing::warn!(revision = rev, error = %e, "cannot compact the store");
+        } else if let Some(rev) = previous {
+            tracing::debug!(revision = rev, "store compacted");
+        }
+        previous = state.store.current_revision().await.ok();
+    }
 }

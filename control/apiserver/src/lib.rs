@@ -9,12 +9,14 @@
 //! [`strategy`], patched by [`patch`], shown to `kubectl get` by [`table`].
 
 pub mod alloc;
-mod bootstrap;
+pub mod bootstrap;
 pub mod discovery;
 pub mod list;
 pub mod object;
+pub mod openapi;
 pub mod patch;
 pub mod pki;
+pub mod protobuf;
 pub mod request;
 pub mod resources;
 pub mod rest;
@@ -69,6 +71,9 @@ pub struct Config {
     pub port: u16,
     /// Requests served at once (watches excepted); more get 429.
     pub max_inflight: usize,
+    /// How long history is kept for watches and consistent paging before
+    /// it is compacted (kube-apiserver: 5 minutes).
+    pub compaction_interval: std::time::Duration,
 }
 
 impl Config {
@@ -78,6 +83,7 @@ impl Config {
             bind_address: IpAddr::from([127, 0, 0, 1]),
             port: 6443,
             max_inflight: 400,
+            compaction_interval: std::time::Duration::from_secs(300),
         }
     }
 }
@@ -105,6 +111,7 @@ pub struct ApiServer {
     listener: tokio::net::TcpListener,
     tls: Arc<rustls::ServerConfig>,
     kubeconfig: PathBuf,
+    compaction_interval: std::time::Duration,
 }
 
 impl ApiServer {
@@ -146,6 +153,7 @@ impl ApiServer {
             state,
             listener,
             kubeconfig,
+            compaction_interval: config.compaction_interval,
         })
     }
 
@@ -164,6 +172,10 @@ impl ApiServer {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), Error> {
         tokio::spawn(bootstrap::reap_expired_pods(Arc::downgrade(&self.state)));
+        tokio::spawn(bootstrap::compact_history(
+            Arc::downgrade(&self.state),
+            self.compaction_interval,
+        ));
         tls::serve(self.listener, self.tls, router(self.state), shutdown)
             .await
             .map_err(Error::Serve)
@@ -181,7 +193,10 @@ pub fn router(state: Arc<State>) -> Router {
             "/version",
             get(|| async { axum::Json(discovery::version()) }),
         );
-    let openapi = Router::new().route("/openapi/v2", get(discovery::openapi_v2));
+    let openapi = Router::new()
+        .route("/openapi/v2", get(discovery::openapi_v2))
+        .route("/openapi/v3", get(openapi::index))
+        .route("/openapi/v3/{*path}", get(openapi::group_version));
     let api = Router::new()
         .route(
             "/api",

@@ -30,10 +30,23 @@ pub fn prepare_create(res: &Resource, obj: &mut Value) {
             obj["status"] = json!({"phase": "Active"});
             obj["spec"] = json!({"finalizers": ["kubernetes"]});
         }
-        "Pod" => {
-            default_pod_spec(&mut obj["spec"]);
-            obj["status"] = json!({"phase": "Pending", "qosClass": qos_class(&obj["spec"])});
-        }
+        "Pod" => obj["status"] = json!({"phase": "Pending"}),
+        "Deployment" | "Job" => obj["status"] = json!({}),
+        "ReplicaSet" => obj["status"] = json!({"replicas": 0}),
+        "Service" => obj["status"] = json!({"loadBalancer": {}}),
+        _ => {}
+    }
+    apply_defaults(res, obj);
+    if res.kind == "Pod" {
+        obj["status"]["qosClass"] = json!(qos_class(&obj["spec"]));
+    }
+}
+
+/// Fills in the fields Kubernetes defaults, on every write (as its decoder
+/// does), so a client that leaves them out changes nothing by it.
+pub fn apply_defaults(res: &Resource, obj: &mut Value) {
+    match res.kind {
+        "Pod" => default_pod_spec(&mut obj["spec"]),
         "Deployment" => {
             let spec = ensure_object(&mut obj["spec"]);
             spec.entry("replicas").or_insert(json!(1));
@@ -41,14 +54,12 @@ pub fn prepare_create(res: &Resource, obj: &mut Value) {
             spec.entry("progressDeadlineSeconds").or_insert(json!(600));
             spec.entry("strategy").or_insert(json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": "25%"}}));
             default_pod_spec(&mut obj["spec"]["template"]["spec"]);
-            obj["status"] = json!({});
         }
         "ReplicaSet" => {
             ensure_object(&mut obj["spec"])
                 .entry("replicas")
                 .or_insert(json!(1));
             default_pod_spec(&mut obj["spec"]["template"]["spec"]);
-            obj["status"] = json!({"replicas": 0});
         }
         "Job" => {
             let spec = ensure_object(&mut obj["spec"]);
@@ -56,7 +67,6 @@ pub fn prepare_create(res: &Resource, obj: &mut Value) {
             spec.entry("completions").or_insert(json!(1));
             spec.entry("parallelism").or_insert(json!(1));
             default_pod_spec(&mut obj["spec"]["template"]["spec"]);
-            obj["status"] = json!({});
         }
         "Service" => {
             let spec = ensure_object(&mut obj["spec"]);
@@ -71,7 +81,6 @@ pub fn prepare_create(res: &Resource, obj: &mut Value) {
                     }
                 }
             }
-            obj["status"] = json!({"loadBalancer": {}});
         }
         "Secret" => {
             ensure_object(obj).entry("type").or_insert(json!("Opaque"));
@@ -235,8 +244,8 @@ pub fn prepare_update(res: &Resource, old: &Value, new: &mut Value, part: Part) 
     }
     new["apiVersion"] = Value::String(res.api_version());
     new["kind"] = Value::String(res.kind.to_string());
-    if res.kind == "Secret" {
-        fold_string_data(new);
+    if part == Part::Main {
+        apply_defaults(res, new);
     }
     let causes = immutable(res, old, new);
     if tracks_generation(res) && spec_of(old) != spec_of(new) {
@@ -424,7 +433,8 @@ mod tests {
     #[test]
     fn pods_may_change_only_images_and_a_few_fields() {
         let pods = find("", "v1", "pods").unwrap();
-        let old = json!({"metadata": {"name": "p"}, "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": "a"}]}});
+        let mut old = json!({"metadata": {"name": "p"}, "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": "a"}]}});
+        apply_defaults(pods, &mut old);
         let mut image = json!({"metadata": {"name": "p"}, "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": "b"}]}});
         assert!(prepare_update(pods, &old, &mut image, Part::Main).is_empty());
         let mut rename = json!({"metadata": {"name": "p"}, "spec": {"nodeName": "n2", "containers": [{"name": "d", "image": "a"}]}});

@@ -466,11 +466,8 @@ fn walk_unknown(input: &Value, typed: &Value, path: String, out: &mut Vec<String
                 };
                 match b.get(k) {
                     Some(tv) => walk_unknown(v, tv, p, out),
-                    // Null, empty and default values vanish in the round trip without being unknown.
-                    None if v.is_null()
-                        || v == &Value::Object(Map::new())
-                        || v == &Value::Array(vec![]) => {}
-                    None if is_known_empty(v) => {}
+                    // A null is "unset", which the round trip drops; anything else dropped is unknown.
+                    None if v.is_null() => {}
                     None => out.push(p),
                 }
             }
@@ -482,10 +479,6 @@ fn walk_unknown(input: &Value, typed: &Value, path: String, out: &mut Vec<String
         }
         _ => {}
     }
-}
-
-fn is_known_empty(v: &Value) -> bool {
-    matches!(v, Value::String(s) if s.is_empty()) || matches!(v, Value::Bool(false))
 }
 
 #[cfg(test)]
@@ -607,7 +600,7 @@ mod tests {
     #[test]
     fn unknown_fields_are_found_by_the_round_trip() {
         let input = json!({"spec": {"containers": [{"name": "a", "imagee": "x"}], "nodeName": ""}, "extra": 1});
-        let typed = json!({"spec": {"containers": [{"name": "a"}]}});
+        let typed = json!({"spec": {"containers": [{"name": "a"}], "nodeName": ""}});
         assert_eq!(
             unknown_fields(&input, &typed),
             vec!["extra", "spec.containers[0].imagee"]
