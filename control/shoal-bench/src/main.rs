@@ -3,6 +3,7 @@
 //! `"peer","peer_value","ratio"` for a comparison made in the same run
 //! (ratio > 1 means Shoal is better).
 
+mod api;
 mod report;
 mod store;
 
@@ -17,6 +18,15 @@ struct Args {
     /// The suite to run.
     #[arg(value_enum)]
     suite: Suite,
+    /// (internal) where the `serve-api` child keeps its data.
+    #[arg(long, hide = true)]
+    data_dir: Option<std::path::PathBuf>,
+    /// (internal) the `serve-api` child's port.
+    #[arg(long, hide = true)]
+    port: Option<u16>,
+    /// (internal) the `serve-api` child's etcd endpoint.
+    #[arg(long, hide = true)]
+    etcd: Option<String>,
     /// Scale every operation count by this factor (1.0 = the recorded runs).
     #[arg(long, default_value_t = 1.0)]
     scale: f64,
@@ -26,6 +36,11 @@ struct Args {
 enum Suite {
     /// The cluster store: embedded against a real etcd.
     Store,
+    /// The apiserver through a real client, on both stores.
+    Api,
+    /// (internal) the apiserver the `api` suite measures.
+    #[value(hide = true)]
+    ServeApi,
 }
 
 #[tokio::main]
@@ -40,5 +55,12 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     match args.suite {
         Suite::Store => store::run(args.scale).await,
+        Suite::Api => api::run(args.scale).await,
+        Suite::ServeApi => {
+            let dir = args
+                .data_dir
+                .ok_or_else(|| anyhow::anyhow!("serve-api needs --data-dir"))?;
+            api::serve(&dir, args.port.unwrap_or(0), args.etcd).await
+        }
     }
 }
