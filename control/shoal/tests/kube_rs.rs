@@ -266,6 +266,11 @@ async fn lists_by_label_selector_and_pages_with_limit_and_continue() -> anyhow::
             // first page's snapshot, so this one is not in it.
             cms.create(&PostParams::default(), &configmap("page-99-late", &[], &[]))
                 .await?;
+        } else {
+            assert_eq!(
+                page.metadata.resource_version, snapshot_rv,
+                "every page is read at the first page's resourceVersion"
+            );
         }
         match page.metadata.continue_.filter(|t| !t.is_empty()) {
             Some(t) => token = Some(t),

@@ -7,9 +7,69 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 use testbed::ShoalServer;
 
-fn server() -> ShoalServer {
-    ShoalServer::start(std::path::Path::new(env!("CARGO_BIN_EXE_shoal")), &[]).unwrap()
+/// A `shoal server` on one store backend; the etcd member (if any) lives as long as it.
+struct Cluster {
+    server: ShoalServer,
+    _etcd: Option<(testbed::Etcd, tokio::runtime::Runtime)>,
 }
+
+impl std::ops::Deref for Cluster {
+    type Target = ShoalServer;
+    fn deref(&self) -> &ShoalServer {
+        &self.server
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Backend {
+    Embedded,
+    Etcd,
+}
+
+fn server_on(backend: Backend) -> Cluster {
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_shoal"));
+    match backend {
+        Backend::Embedded => Cluster { server: ShoalServer::start(bin, &[]).unwrap(), _etcd: None },
+        Backend::Etcd => {
+            let rt = tokio::runtime::Runtime::new().unwrap();
+            let etcd = rt.block_on(testbed::Etcd::start()).unwrap();
+            let server = ShoalServer::start(bin, &["--etcd-endpoints", &etcd.endpoint()]).unwrap();
+            Cluster { server, _etcd: Some((etcd, rt)) }
+        }
+    }
+}
+
+/// A server on the embedded store, for scenarios that do not touch storage semantics.
+fn server() -> Cluster {
+    server_on(Backend::Embedded)
+}
+
+/// Runs each scenario against both store backends.
+macro_rules! on_both_stores {
+    ($($scenario:ident),* $(,)?) => {
+        $(
+            mod $scenario {
+                #[test]
+                fn embedded() {
+                    super::$scenario(super::server_on(super::Backend::Embedded));
+                }
+                #[test]
+                fn etcd() {
+                    super::$scenario(super::server_on(super::Backend::Etcd));
+                }
+            }
+        )*
+    };
+}
+
+on_both_stores!(
+    apply_get_and_reapply_a_multi_document_manifest,
+    pods_show_the_usual_columns_and_describe_works,
+    label_annotate_patch_scale_edit_and_delete,
+    get_watch_sees_a_change,
+    discovery_serves_resources_and_versions,
+    bad_input_gets_kubernetes_errors,
+);
 
 const APP_V1: &str = r#"
 apiVersion: v1
@@ -78,9 +138,7 @@ fn json(s: &str) -> Value {
     serde_json::from_str(s).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
 }
 
-#[test]
-fn apply_get_and_reapply_a_multi_document_manifest() {
-    let s = server();
+fn apply_get_and_reapply_a_multi_document_manifest(s: Cluster) {
     let k = s.kubectl();
     let out = k.run_with_stdin(&["apply", "-f", "-"], Some(APP_V1)).ok();
     for line in [
@@ -192,9 +250,7 @@ fn apply_get_and_reapply_a_multi_document_manifest() {
     );
 }
 
-#[test]
-fn pods_show_the_usual_columns_and_describe_works() {
-    let s = server();
+fn pods_show_the_usual_columns_and_describe_works(s: Cluster) {
     let k = s.kubectl();
     let pod = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: hello\n  labels:\n    app: hello\nspec:\n  containers:\n  - name: hello\n    image: registry.example/hello:v1\n";
     assert!(
@@ -254,9 +310,7 @@ fn pods_show_the_usual_columns_and_describe_works() {
     );
 }
 
-#[test]
-fn label_annotate_patch_scale_edit_and_delete() {
-    let s = server();
+fn label_annotate_patch_scale_edit_and_delete(s: Cluster) {
     let k = s.kubectl();
     k.run_with_stdin(&["apply", "-f", "-"], Some(APP_V1)).ok();
     k.run(&["label", "deploy", "web", "-n", "shop", "tier=frontend"])
@@ -417,9 +471,7 @@ fn label_annotate_patch_scale_edit_and_delete() {
     );
 }
 
-#[test]
-fn get_watch_sees_a_change() {
-    let s = server();
+fn get_watch_sees_a_change(s: Cluster) {
     let k = s.kubectl();
     k.run_with_stdin(
         &["create", "-f", "-"],
@@ -471,9 +523,7 @@ fn get_watch_sees_a_change() {
     );
 }
 
-#[test]
-fn discovery_serves_resources_and_versions() {
-    let s = server();
+fn discovery_serves_resources_and_versions(s: Cluster) {
     let k = s.kubectl();
     let resources = k.run(&["api-resources"]).ok();
     for needle in [
@@ -509,9 +559,7 @@ fn discovery_serves_resources_and_versions() {
     assert_eq!(json(&version)["serverVersion"]["minor"], "37");
 }
 
-#[test]
-fn bad_input_gets_kubernetes_errors() {
-    let s = server();
+fn bad_input_gets_kubernetes_errors(s: Cluster) {
     let k = s.kubectl();
     let no_image =
         "apiVersion: v1\nkind: Pod\nmetadata:\n  name: broken\nspec:\n  containers:\n  - name: c\n";
@@ -561,4 +609,45 @@ fn bad_input_gets_kubernetes_errors() {
         err.contains("Too long") || err.contains("too large"),
         "{err}"
     );
+}
+
+#[test]
+fn explain_describes_kinds_and_fields() {
+    let s = server();
+    let k = s.kubectl();
+    let pods = k.run(&["explain", "pods"]).ok();
+    for needle in [
+        "KIND:       Pod",
+        "VERSION:    v1",
+        "DESCRIPTION:",
+        "FIELDS:",
+        "spec\t<PodSpec>",
+        "Specification of the desired behavior of the pod.",
+    ] {
+        assert!(pods.contains(needle), "{needle:?} in:\n{pods}");
+    }
+    let replicas = k.run(&["explain", "deployment.spec.replicas"]).ok();
+    for needle in [
+        "GROUP:      apps",
+        "KIND:       Deployment",
+        "FIELD: replicas <integer>",
+        "Number of desired pods.",
+    ] {
+        assert!(replicas.contains(needle), "{needle:?} in:\n{replicas}");
+    }
+    let containers = k
+        .run(&["explain", "deployment.spec.template.spec.containers"])
+        .ok();
+    assert!(
+        containers.contains("FIELD: containers <[]Container>")
+            && containers.contains("image\t<string>"),
+        "{containers}"
+    );
+    let svc = k.run(&["explain", "svc", "--recursive"]).ok();
+    assert!(
+        svc.contains("KIND:       Service") && svc.contains("      targetPort\t<IntOrString>"),
+        "{svc}"
+    );
+    let err = k.run(&["explain", "pods.spec.nope"]).err();
+    assert!(err.contains("field \"nope\" does not exist"), "{err}");
 }
