@@ -10,6 +10,7 @@
 
 pub mod alloc;
 pub mod bootstrap;
+pub mod decoders;
 pub mod discovery;
 pub mod list;
 pub mod object;

@@ -181,6 +181,13 @@ pub fn document(group: &str, version: &str) -> Option<Value> {
     for (name, gvks) in kinds {
         if let Some(Value::Object(schema)) = schemas.get_mut(&name) {
             schema.insert("x-kubernetes-group-version-kind".into(), Value::Array(gvks));
+            // `k8s-openapi` types require metadata; Kubernetes' schemas don't.
+            if let Some(Value::Array(required)) = schema.get_mut("required") {
+                required.retain(|f| f != "metadata");
+                if required.is_empty() {
+                    schema.remove("required");
+                }
+            }
         }
     }
     Some(json!({
@@ -737,6 +744,7 @@ mod tests {
             json!([{"group": "", "version": "v1", "kind": "Pod"}])
         );
         assert!(pod["properties"]["spec"]["description"].is_string());
+        assert!(pod.get("required").is_none(), "metadata is optional");
         assert_eq!(
             schemas["io.k8s.api.core.v1.PodList"]["x-kubernetes-group-version-kind"][0]["kind"],
             "PodList"

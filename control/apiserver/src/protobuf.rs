@@ -601,7 +601,7 @@ fn go_duration(nanos: i64) -> String {
     if n < 1_000_000_000 {
         let (prec, unit) = match n {
             ..1_000 => (0, "ns"),
-            ..1_000_000 => (3, "µs"),
+            1_000..1_000_000 => (3, "µs"),
             _ => (6, "ms"),
         };
         let (whole, frac) = split(n, prec);
@@ -1435,6 +1435,8 @@ const POD_SCHEDULING_GROUP: &[Field] = &[f(1, "podGroupName", Str)];
 
 const EVICTION_RESPONDER: &[Field] = &[f(1, "name", Str), f(2, "priority", Int32)];
 
+/// The scalar part; container, claim and resource statuses are the
+/// kubelet's to write and are skipped.
 const POD_STATUS: &[Field] = &[
     z(1, "phase", Str),
     list(2, "conditions", Msg(POD_CONDITION)),
@@ -1443,21 +1445,11 @@ const POD_STATUS: &[Field] = &[
     z(5, "hostIP", Str),
     z(6, "podIP", Str),
     f(7, "startTime", Time),
-    // 8 containerStatuses: ignored
     z(9, "qosClass", Str),
-    // 10 initContainerStatuses: ignored
     z(11, "nominatedNodeName", Str),
     list(12, "podIPs", Msg(POD_IP)),
-    // 13 ephemeralContainerStatuses: ignored
-    // 14 resize: ignored
-    // 15 resourceClaimStatuses: ignored
     list(16, "hostIPs", Msg(HOST_IP)),
     z(17, "observedGeneration", Int64),
-    // 18 extendedResourceClaimStatus: ignored
-    // 19 allocatedResources: ignored
-    // 20 resources: ignored
-    // 21 nodeAllocatableResourceClaimStatuses: ignored
-    // 22 volumeHealth: ignored
 ];
 
 const POD_CONDITION: &[Field] = &[

@@ -174,6 +174,14 @@ pub fn parse_object(bytes: &[u8], content_type: &str) -> Result<Value, ApiError>
         "application/yaml" => serde_norway::from_slice(bytes).map_err(|e| {
             ApiError::bad_request(format!("couldn't get version/kind; yaml parse error: {e}"))
         })?,
+        crate::protobuf::MEDIA_TYPE => crate::protobuf::decode(bytes).map_err(|e| match e {
+            crate::protobuf::ProtobufError::UnsupportedKind { .. } => {
+                let mut err = ApiError::unsupported_media_type(media);
+                err.message = e.to_string();
+                err
+            }
+            other => ApiError::bad_request(other.to_string()),
+        })?,
         other => return Err(ApiError::unsupported_media_type(other)),
     };
     if !value.is_object() {

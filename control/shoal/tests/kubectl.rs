@@ -29,12 +29,18 @@ enum Backend {
 fn server_on(backend: Backend) -> Cluster {
     let bin = std::path::Path::new(env!("CARGO_BIN_EXE_shoal"));
     match backend {
-        Backend::Embedded => Cluster { server: ShoalServer::start(bin, &[]).unwrap(), _etcd: None },
+        Backend::Embedded => Cluster {
+            server: ShoalServer::start(bin, &[]).unwrap(),
+            _etcd: None,
+        },
         Backend::Etcd => {
             let rt = tokio::runtime::Runtime::new().unwrap();
             let etcd = rt.block_on(testbed::Etcd::start()).unwrap();
             let server = ShoalServer::start(bin, &["--etcd-endpoints", &etcd.endpoint()]).unwrap();
-            Cluster { server, _etcd: Some((etcd, rt)) }
+            Cluster {
+                server,
+                _etcd: Some((etcd, rt)),
+            }
         }
     }
 }
@@ -651,3 +657,96 @@ fn explain_describes_kinds_and_fields() {
     let err = k.run(&["explain", "pods.spec.nope"]).err();
     assert!(err.contains("field \"nope\" does not exist"), "{err}");
 }
+
+/// The typed-client commands, which send protobuf bodies.
+fn create_and_expose_with_typed_clients(s: Cluster) {
+    let k = s.kubectl();
+    assert!(
+        k.run(&["create", "namespace", "team"])
+            .ok()
+            .contains("namespace/team created")
+    );
+    k.run(&[
+        "create",
+        "configmap",
+        "cfg",
+        "-n",
+        "team",
+        "--from-literal=greeting=hello",
+        "--from-literal=count=3",
+    ])
+    .ok();
+    k.run(&[
+        "create",
+        "secret",
+        "generic",
+        "pw",
+        "-n",
+        "team",
+        "--from-literal=password=hunter2",
+    ])
+    .ok();
+    k.run(&[
+        "create",
+        "deployment",
+        "web",
+        "-n",
+        "team",
+        "--image=registry.example/hello-http:v1",
+        "--replicas=2",
+        "--port=8080",
+    ])
+    .ok();
+    assert!(
+        k.run(&[
+            "expose",
+            "deployment",
+            "web",
+            "-n",
+            "team",
+            "--port=80",
+            "--target-port=8080"
+        ])
+        .ok()
+        .contains("service/web exposed")
+    );
+    let cm = json(
+        &k.run(&["get", "cm", "cfg", "-n", "team", "-o", "json"])
+            .ok(),
+    );
+    assert_eq!(
+        (
+            cm["data"]["greeting"].as_str(),
+            cm["data"]["count"].as_str()
+        ),
+        (Some("hello"), Some("3"))
+    );
+    let secret = json(
+        &k.run(&["get", "secret", "pw", "-n", "team", "-o", "json"])
+            .ok(),
+    );
+    assert_eq!(secret["data"]["password"], "aHVudGVyMg==");
+    let deploy = json(
+        &k.run(&["get", "deploy", "web", "-n", "team", "-o", "json"])
+            .ok(),
+    );
+    assert_eq!(deploy["spec"]["replicas"], 2);
+    assert_eq!(
+        deploy["spec"]["template"]["spec"]["containers"][0]["image"],
+        "registry.example/hello-http:v1"
+    );
+    assert_eq!(
+        deploy["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"],
+        8080
+    );
+    let svc = json(
+        &k.run(&["get", "svc", "web", "-n", "team", "-o", "json"])
+            .ok(),
+    );
+    assert_eq!(svc["spec"]["selector"]["app"], "web");
+    assert_eq!(svc["spec"]["ports"][0]["targetPort"], 8080);
+    let err = k.run(&["create", "configmap", "cfg", "-n", "team"]).err();
+    assert!(err.contains("configmaps \"cfg\" already exists"), "{err}");
+}
+
+on_both_stores!(create_and_expose_with_typed_clients);
