@@ -840,36 +840,3 @@ async fn deployment_scale_subresource() -> anyhow::Result<()> {
     assert_eq!((ae.code, ae.reason.as_str()), (404, "NotFound"), "{ae:?}");
     Ok(())
 }
-
-#[tokio::test]
-async fn zz_probe_streaming_list() -> anyhow::Result<()> {
-    let s = server();
-    let client = client(&s).await?;
-    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
-    cms.create(
-        &PostParams::default(),
-        &configmap("before", &[], &[("k", "v1")]),
-    )
-    .await?;
-    let mut stream = watcher(cms.clone(), watcher::Config::default().streaming_lists()).boxed();
-    for _ in 0..4 {
-        let ev = next_event(&mut stream).await;
-        eprintln!("PROBE streaming: {ev:?}");
-        if ev.is_err() {
-            break;
-        }
-    }
-    let mut stream = watcher(
-        cms.clone(),
-        watcher::Config::default().any_semantic().page_size(1),
-    )
-    .boxed();
-    for _ in 0..3 {
-        let ev = next_event(&mut stream).await;
-        eprintln!("PROBE any: {ev:?}");
-        if ev.is_err() {
-            break;
-        }
-    }
-    Ok(())
-}
