@@ -250,9 +250,15 @@ pub async fn watch(
     as_table: bool,
 ) -> Result<Response, ApiError> {
     let filter = Filter::new(t.res.kind, params)?;
+    check_watch_list(params)?;
     let prefix = t.res.list_prefix(t.namespace.as_deref());
     let rv = params.resource_version.as_deref().unwrap_or("");
-    let (initial, from) = if rv.is_empty() || rv == "0" {
+    let watch_list = params.send_initial_events == Some(true);
+    let wants_initial = match params.send_initial_events {
+        Some(send) => send,
+        None => rv.is_empty() || rv == "0",
+    };
+    let (initial, from) = if wants_initial {
         let (items, revision, _) = page(
             &state,
             t,
@@ -266,9 +272,17 @@ pub async fn watch(
         )
         .await?;
         (items, revision + 1)
+    } else if rv.is_empty() || rv == "0" {
+        let now = state
+            .store
+            .current_revision()
+            .await
+            .map_err(|e| ApiError::from_store(e, t.res.plural, t.res.group, ""))?;
+        (Vec::new(), now + 1)
     } else {
         (Vec::new(), object::parse_rv(rv)? + 1)
     };
+    let initial_end = watch_list.then_some(from - 1);
     let res = t.res;
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(64);
     let stream = match state.store.watch(prefix.as_bytes(), from).await {
@@ -327,6 +341,15 @@ pub async fn watch(
                     return;
                 }
                 first = false;
+            }
+            if let Some(revision) = initial_end {
+                let end = json!({"kind": res.kind, "apiVersion": res.api_version(), "metadata": {
+                    "resourceVersion": revision.to_string(),
+                    "annotations": {"k8s.io/initial-events-end": "true"},
+                }});
+                if tx.send(Ok(line("BOOKMARK", end))).await.is_err() {
+                    return;
+                }
             }
             let Some(mut stream) = stream else { return };
             let deadline = tokio::time::sleep(timeout);
@@ -387,6 +410,42 @@ pub async fn watch(
         HeaderValue::from_static("no-cache, private"),
     );
     Ok(resp)
+}
+
+/// The watch-list rules: `sendInitialEvents` needs bookmarks and
+/// `resourceVersionMatch=NotOlderThan`; `resourceVersionMatch` on a watch
+/// needs `sendInitialEvents`.
+fn check_watch_list(params: &Params) -> Result<(), ApiError> {
+    let mut causes = Vec::new();
+    let rvm = params.resource_version_match.as_deref();
+    match params.send_initial_events {
+        Some(_) => {
+            if rvm != Some("NotOlderThan") {
+                causes.push(crate::status::Cause::forbidden(
+                    "resourceVersionMatch",
+                    "sendInitialEvents requires setting resourceVersionMatch to NotOlderThan",
+                ));
+            }
+            if params.send_initial_events == Some(true) && !params.allow_watch_bookmarks {
+                causes.push(crate::status::Cause::forbidden(
+                    "allowWatchBookmarks",
+                    "sendInitialEvents requires setting allowWatchBookmarks to true",
+                ));
+            }
+        }
+        None if rvm.is_some() => {
+            causes.push(crate::status::Cause::forbidden(
+                "resourceVersionMatch",
+                "resourceVersionMatch is forbidden for watch unless sendInitialEvents is provided",
+            ));
+        }
+        None => {}
+    }
+    if causes.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::invalid("ListOptions", "meta.k8s.io", "", causes))
+    }
 }
 
 /// Spreads watch timeouts so clients do not all reconnect at once.

@@ -80,6 +80,9 @@ pub struct Params {
     pub resource_version_match: Option<String>,
     pub watch: bool,
     pub allow_watch_bookmarks: bool,
+    /// Watch-list: the current state as ADDED events, then a bookmark
+    /// marking their end (`sendInitialEvents`).
+    pub send_initial_events: Option<bool>,
     pub timeout_seconds: Option<u64>,
     pub dry_run: bool,
     pub field_validation: Option<String>,
@@ -111,6 +114,7 @@ impl Params {
                 "resourceVersionMatch" if !v.is_empty() => p.resource_version_match = Some(v),
                 "watch" => p.watch = truthy(&v),
                 "allowWatchBookmarks" => p.allow_watch_bookmarks = truthy(&v),
+                "sendInitialEvents" => p.send_initial_events = Some(truthy(&v)),
                 "timeoutSeconds" => p.timeout_seconds = Some(int(&k, &v)?.max(0) as u64),
                 "dryRun" => {
                     if v != "All" && !v.is_empty() {

@@ -784,3 +784,33 @@ async fn discovery_documents_describe_the_api() {
     let (_, version) = a.get("/version").await;
     assert_eq!(version["major"], "1");
 }
+
+#[tokio::test]
+async fn watch_lists_end_their_initial_events_with_a_bookmark() {
+    let a = api().await;
+    a.post(CMS, cm("one")).await;
+    a.post(CMS, cm("two")).await;
+    let events = a
+        .watch(&format!("{CMS}?watch=true&sendInitialEvents=true&resourceVersionMatch=NotOlderThan&allowWatchBookmarks=true&timeoutSeconds=2"), 3)
+        .await;
+    let end = events.iter().position(|e| {
+        e["object"]["metadata"]["annotations"]["k8s.io/initial-events-end"] == "true"
+    });
+    let end = end.unwrap_or_else(|| panic!("an initial-events-end bookmark: {events:?}"));
+    assert_eq!(events[end]["type"], "BOOKMARK");
+    let added: Vec<&str> = events[..end]
+        .iter()
+        .map(|e| e["object"]["metadata"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(added, ["one", "two"]);
+    let (code, err) = a
+        .get(&format!("{CMS}?watch=true&sendInitialEvents=true"))
+        .await;
+    assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY, "{err}");
+    let (code, _) = a
+        .get(&format!(
+            "{CMS}?watch=true&resourceVersionMatch=NotOlderThan"
+        ))
+        .await;
+    assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY);
+}

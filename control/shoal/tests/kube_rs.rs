@@ -589,6 +589,17 @@ where
 
 #[tokio::test]
 async fn watcher_sees_init_then_a_later_change() -> anyhow::Result<()> {
+    watcher_scenario(watcher::Config::default()).await
+}
+
+/// The watch-list protocol (`sendInitialEvents`): the initial state ends with
+/// a bookmark, so the watcher reaches InitDone without a separate list.
+#[tokio::test]
+async fn streaming_list_watcher_sees_init_then_a_later_change() -> anyhow::Result<()> {
+    watcher_scenario(watcher::Config::default().streaming_lists()).await
+}
+
+async fn watcher_scenario(config: watcher::Config) -> anyhow::Result<()> {
     let s = server();
     let client = client(&s).await?;
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
@@ -598,7 +609,7 @@ async fn watcher_sees_init_then_a_later_change() -> anyhow::Result<()> {
     )
     .await?;
 
-    let mut stream = watcher(cms.clone(), watcher::Config::default()).boxed();
+    let mut stream = watcher(cms.clone(), config).boxed();
     let mut next = async || next_event(&mut stream).await;
 
     let ev = next().await?;

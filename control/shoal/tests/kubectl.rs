@@ -755,8 +755,17 @@ on_both_stores!(create_and_expose_with_typed_clients);
 /// row per change, all from Tables.
 fn get_watch_prints_table_rows(s: Cluster) {
     let k = s.kubectl();
-    k.run_with_stdin(&["create", "-f", "-"], Some("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: rows\ndata:\n  a: '1'\n")).ok();
-    let mut child = k.command(&["get", "cm", "-w"]).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+    k.run_with_stdin(
+        &["create", "-f", "-"],
+        Some("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: rows\ndata:\n  a: '1'\n"),
+    )
+    .ok();
+    let mut child = k
+        .command(&["get", "cm", "-w"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     let stdout = child.stdout.take().unwrap();
     std::thread::spawn(move || {
@@ -773,7 +782,15 @@ fn get_watch_prints_table_rows(s: Cluster) {
         }
         let rows: Vec<&String> = lines.iter().filter(|l| l.starts_with("rows ")).collect();
         if !patched && !rows.is_empty() {
-            k.run(&["patch", "cm", "rows", "--type=merge", "-p", r#"{"data":{"b":"2"}}"#]).ok();
+            k.run(&[
+                "patch",
+                "cm",
+                "rows",
+                "--type=merge",
+                "-p",
+                r#"{"data":{"b":"2"}}"#,
+            ])
+            .ok();
             patched = true;
         }
         if rows.len() >= 2 {
@@ -782,12 +799,23 @@ fn get_watch_prints_table_rows(s: Cluster) {
     }
     let _ = child.kill();
     let _ = child.wait();
-    let header: Vec<&str> = lines.first().map(|l| l.split_whitespace().collect()).unwrap_or_default();
+    let header: Vec<&str> = lines
+        .first()
+        .map(|l| l.split_whitespace().collect())
+        .unwrap_or_default();
     assert_eq!(header, ["NAME", "DATA", "AGE"], "{lines:?}");
-    let rows: Vec<Vec<&str>> = lines.iter().filter(|l| l.starts_with("rows ")).map(|l| l.split_whitespace().collect()).collect();
+    let rows: Vec<Vec<&str>> = lines
+        .iter()
+        .filter(|l| l.starts_with("rows "))
+        .map(|l| l.split_whitespace().collect())
+        .collect();
     assert!(rows.len() >= 2, "a row for the change: {lines:?}");
     assert_eq!((rows[0][1], rows[1][1]), ("1", "2"), "{lines:?}");
-    assert_eq!(lines.iter().filter(|l| l.starts_with("NAME")).count(), 1, "one header: {lines:?}");
+    assert_eq!(
+        lines.iter().filter(|l| l.starts_with("NAME")).count(),
+        1,
+        "one header: {lines:?}"
+    );
 }
 
 on_both_stores!(get_watch_prints_table_rows);
