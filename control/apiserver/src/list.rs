@@ -26,6 +26,11 @@ pub struct Filter {
 }
 
 impl Filter {
+    /// True when it selects everything.
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty() && self.fields.is_empty()
+    }
+
     pub fn new(kind: &'static str, params: &Params) -> Result<Filter, ApiError> {
         let labels = LabelSelector::parse(&params.label_selector)
             .map_err(|e| ApiError::bad_request(e.to_string()))?;
@@ -84,6 +89,19 @@ async fn page(
     params: &Params,
     filter: &Filter,
 ) -> Result<(Vec<Value>, Revision, Option<String>), ApiError> {
+    let (kvs, revision, token) = page_raw(state, t, params, filter).await?;
+    let items = kvs.iter().map(from_stored).collect::<Result<_, _>>()?;
+    Ok((items, revision, token))
+}
+
+/// As [`page`], with the objects as stored: a list without selectors never
+/// parses them.
+async fn page_raw(
+    state: &State,
+    t: &Target,
+    params: &Params,
+    filter: &Filter,
+) -> Result<(Vec<KeyValue>, Revision, Option<String>), ApiError> {
     let prefix = t.res.list_prefix(t.namespace.as_deref());
     let (mut revision, mut start) = match &params.continue_token {
         Some(token) => {
@@ -135,13 +153,12 @@ async fn page(
                 other => ApiError::from_store(other, t.res.plural, t.res.group, ""),
             })?;
         revision = resp.revision;
-        for kv in &resp.kvs {
-            let obj = from_stored(kv)?;
-            if filter.matches(&obj) {
-                items.push(obj);
+        let next_start = resp.kvs.last().map(|kv| next_key(&kv.key));
+        for kv in resp.kvs {
+            if filter.is_empty() || filter.matches(&from_stored(&kv)?) {
+                items.push(kv);
             }
         }
-        let next_start = resp.kvs.last().map(|kv| next_key(&kv.key));
         if !resp.more {
             return Ok((items, revision, None));
         }
@@ -166,9 +183,13 @@ pub async fn list(
     as_table: bool,
 ) -> Result<Response, ApiError> {
     let filter = Filter::new(t.res.kind, params)?;
+    if !as_table {
+        let (kvs, revision, token) = page_raw(state, t, params, &filter).await?;
+        return Ok(raw_list(t, &kvs, revision, token.as_deref()));
+    }
     let (items, revision, token) = page(state, t, params, &filter).await?;
     let rv = revision.to_string();
-    if as_table {
+    {
         return Ok(json_response(
             StatusCode::OK,
             &table::table(
@@ -181,14 +202,58 @@ pub async fn list(
             ),
         ));
     }
-    let mut meta = json!({"resourceVersion": rv});
+}
+
+/// A list response assembled from the stored bytes, each object given its
+/// `resourceVersion` in place: no object is parsed or re-encoded.
+fn raw_list(t: &Target, kvs: &[KeyValue], revision: Revision, token: Option<&str>) -> Response {
+    let mut meta = json!({"resourceVersion": revision.to_string()});
     if let Some(token) = token {
         meta["continue"] = json!(token);
     }
-    Ok(json_response(
-        StatusCode::OK,
-        &json!({"kind": format!("{}List", t.res.kind), "apiVersion": t.res.api_version(), "metadata": meta, "items": items}),
-    ))
+    let head = format!(
+        r#"{{"kind":"{}List","apiVersion":"{}","metadata":{},"items":["#,
+        t.res.kind,
+        t.res.api_version(),
+        meta
+    );
+    let size = head.len() + kvs.iter().map(|kv| kv.value.len() + 40).sum::<usize>() + 2;
+    let mut body = Vec::with_capacity(size);
+    body.extend_from_slice(head.as_bytes());
+    for (i, kv) in kvs.iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        with_resource_version(&kv.value, kv.mod_revision, &mut body);
+    }
+    body.extend_from_slice(b"]}");
+    let mut resp = Response::new(Body::from(body));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+/// Appends a stored object with `"resourceVersion"` added first in its
+/// metadata, spliced after [`object::STORED_PREFIX`]; anything stored in
+/// another shape is parsed instead.
+fn with_resource_version(stored: &[u8], rev: Revision, out: &mut Vec<u8>) {
+    let prefix = object::STORED_PREFIX;
+    if stored.starts_with(prefix) {
+        out.extend_from_slice(prefix);
+        out.extend_from_slice(format!(r#""resourceVersion":"{rev}""#).as_bytes());
+        if stored.get(prefix.len()) != Some(&b'}') {
+            out.push(b',');
+        }
+        out.extend_from_slice(&stored[prefix.len()..]);
+    } else {
+        let mut v: Value = serde_json::from_slice(stored).unwrap_or(Value::Null);
+        if v.is_object() {
+            object::set_resource_version(&mut v, rev);
+        }
+        out.extend_from_slice(&serde_json::to_vec(&v).unwrap_or_default());
+    }
 }
 
 /// Every object matching the request's selectors, at one revision.
@@ -456,6 +521,33 @@ fn rand_secs(max: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn resource_versions_are_spliced_into_stored_objects() {
+        for (stored, want) in [
+            (
+                json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a", "uid": "u"}, "data": {"metadata": {"x": "y"}}}),
+                json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a", "uid": "u", "resourceVersion": "7"}, "data": {"metadata": {"x": "y"}}}),
+            ),
+            (
+                json!({"kind": "X", "metadata": {}}),
+                json!({"kind": "X", "metadata": {"resourceVersion": "7"}}),
+            ),
+            (
+                json!({"kind": "X"}),
+                json!({"kind": "X", "metadata": {"resourceVersion": "7"}}),
+            ),
+        ] {
+            for bytes in [
+                object::to_stored(&stored),
+                serde_json::to_vec(&stored).unwrap(),
+            ] {
+                let mut out = Vec::new();
+                with_resource_version(&bytes, 7, &mut out);
+                assert_eq!(serde_json::from_slice::<Value>(&out).unwrap(), want);
+            }
+        }
+    }
 
     #[test]
     fn continue_tokens_round_trip_and_are_checked() {

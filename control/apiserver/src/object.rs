@@ -95,12 +95,29 @@ pub fn set_resource_version(obj: &mut Value, rev: Revision) {
 }
 
 /// The bytes to store: the object without its `resourceVersion`, which the
-/// store's revision supplies.
+/// store's revision supplies, with `metadata` as the first key so a list can
+/// splice the revision in without parsing (see [`STORED_PREFIX`]).
 pub fn to_stored(obj: &Value) -> Vec<u8> {
-    let mut obj = obj.clone();
-    metadata_mut(&mut obj).remove("resourceVersion");
-    serde_json::to_vec(&obj).expect("a JSON value serializes")
+    let mut rest = obj.as_object().cloned().unwrap_or_default();
+    let mut meta = rest.remove("metadata").unwrap_or_else(|| json!({}));
+    if let Some(m) = meta.as_object_mut() {
+        m.remove("resourceVersion");
+    }
+    let mut out = Vec::with_capacity(256);
+    out.extend_from_slice(b"{\"metadata\":");
+    out.extend_from_slice(&serde_json::to_vec(&meta).expect("a JSON value serializes"));
+    for (k, v) in &rest {
+        out.push(b',');
+        out.extend_from_slice(&serde_json::to_vec(k).expect("a string serializes"));
+        out.push(b':');
+        out.extend_from_slice(&serde_json::to_vec(v).expect("a JSON value serializes"));
+    }
+    out.push(b'}');
+    out
 }
+
+/// How every stored object begins.
+pub const STORED_PREFIX: &[u8] = b"{\"metadata\":{";
 
 /// `prefix` plus five random characters, as Kubernetes' name generator.
 pub fn generate_name(prefix: &str) -> String {

@@ -59,6 +59,7 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
     let api = apiserver::ApiServer::build(config, store)
         .await
         .map_err(|e| anyhow::anyhow!("{}", error_chain(&e)))?;
+    let shutdown = shutdown_signal()?;
     let addr = api.local_addr()?;
     let kubeconfig = api.kubeconfig().to_path_buf();
     tracing::info!(%addr, kubeconfig = %kubeconfig.display(), "apiserver listening");
@@ -66,8 +67,8 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
         "shoal server is up: https://{addr}, {what}.\nUse it with:  export KUBECONFIG={}; kubectl get namespaces",
         kubeconfig.display()
     );
-    api.serve(async {
-        let _ = shutdown_signal().await;
+    api.serve(async move {
+        shutdown.await;
         tracing::info!("stopping");
     })
     .await
@@ -87,14 +88,18 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     out
 }
 
-async fn shutdown_signal() -> anyhow::Result<()> {
+/// Resolves on SIGTERM or SIGINT. The handlers are installed before this
+/// returns, so a signal sent as soon as the server says it is up is caught.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate())?;
-    tokio::select! {
-        r = tokio::signal::ctrl_c() => r?,
-        _ = term.recv() => {}
-    }
-    Ok(())
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    })
 }
 
 fn not_yet(component: &str) -> anyhow::Result<()> {

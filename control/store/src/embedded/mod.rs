@@ -55,7 +55,7 @@ impl EmbeddedConfig {
             dir: dir.into(),
             progress_interval: Duration::from_secs(5),
             max_batch: 1024,
-            cache_bytes: 128 << 20,
+            cache_bytes: 32 << 20,
         }
     }
 }
