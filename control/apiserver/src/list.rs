@@ -189,19 +189,17 @@ pub async fn list(
     }
     let (items, revision, token) = page(state, t, params, &filter).await?;
     let rv = revision.to_string();
-    {
-        return Ok(json_response(
-            StatusCode::OK,
-            &table::table(
-                t.res.kind,
-                &items,
-                &rv,
-                token.as_deref(),
-                None,
-                jiff::Timestamp::now(),
-            ),
-        ));
-    }
+    Ok(json_response(
+        StatusCode::OK,
+        &table::table(
+            t.res.kind,
+            &items,
+            &rv,
+            token.as_deref(),
+            None,
+            jiff::Timestamp::now(),
+        ),
+    ))
 }
 
 /// A list response assembled from the stored bytes, each object given its
