@@ -104,7 +104,7 @@ impl EmbeddedStore {
         let db = open_database(&path, config.cache_bytes)?;
         let db = Arc::new(db);
         let revision = read_meta(&db, codec::REVISION_KEY)?;
-        let hub = Hub::new(revision, 4096);
+        let hub = Hub::new(revision, 1024);
         let published = Arc::new(Published::default());
         published
             .compacted
