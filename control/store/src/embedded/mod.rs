@@ -47,6 +47,9 @@ pub struct EmbeddedConfig {
     pub max_batch: usize,
     /// The page cache, in bytes.
     pub cache_bytes: usize,
+    /// Reads run at once on the blocking pool. Few threads doing reads keep
+    /// few malloc arenas holding large freed read buffers.
+    pub read_concurrency: usize,
 }
 
 impl EmbeddedConfig {
@@ -56,6 +59,7 @@ impl EmbeddedConfig {
             progress_interval: Duration::from_secs(5),
             max_batch: 1024,
             cache_bytes: 32 << 20,
+            read_concurrency: std::thread::available_parallelism().map_or(2, usize::from),
         }
     }
 }
@@ -75,6 +79,7 @@ struct Inner {
     hub: Hub,
     published: Arc<Published>,
     leases: Mutex<HashMap<i64, (Duration, Instant)>>,
+    readers: Arc<tokio::sync::Semaphore>,
     config: EmbeddedConfig,
 }
 
@@ -130,6 +135,7 @@ impl EmbeddedStore {
             hub,
             published,
             leases: Mutex::new(leases),
+            readers: Arc::new(tokio::sync::Semaphore::new(config.read_concurrency.max(1))),
             config,
         });
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
@@ -162,7 +168,17 @@ impl EmbeddedStore {
         f: impl FnOnce(&Database) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
         let db = self.inner.db.clone();
-        tokio::task::spawn_blocking(move || f(&db))
+        let permit = self
+            .inner
+            .readers
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            f(&db)
+        })
             .await
             .map_err(read_failed)?
     }
