@@ -179,8 +179,8 @@ impl EmbeddedStore {
             let _permit = permit;
             f(&db)
         })
-            .await
-            .map_err(read_failed)?
+        .await
+        .map_err(read_failed)?
     }
 }
 

@@ -1,0 +1,386 @@
+//! `Engine`: the one wasmtime engine of a node. Pooling allocator, epoch
+//! interruption driven by a ticker thread, Cranelift at opt level `speed`,
+//! parallel compilation, and a compile cache keyed by content digest.
+//!
+//! The cache has two tiers and no `unsafe` of ours: compiled modules stay in
+//! memory keyed by sha256(bytes ‖ engine compatibility hash), and with
+//! [`EngineConfig::cache_dir`] wasmtime's own on-disk cache (keyed by the
+//! module and the compiler configuration) keeps them across restarts.
+
+use std::collections::HashMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::Component;
+use wasmtime::{
+    Cache, CacheConfig, Config, InstanceAllocationStrategy, Module, OptLevel,
+    PoolingAllocationConfig,
+};
+
+use crate::error::{ShimError, chain};
+use crate::run::{P1Host, P2Host};
+
+/// How the node's engine is sized. The pooling allocator reserves virtual
+/// address space for every memory slot up front (about 4 GiB each), so size
+/// `total_memories` to the pods a node runs; it fails under `ulimit -v`.
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    /// Use the pooling allocator (fast instantiation); `false` allocates on demand.
+    pub pooling: bool,
+    /// Core instances alive at once, across all guests.
+    pub total_instances: u32,
+    /// Component instances alive at once.
+    pub total_component_instances: u32,
+    /// Linear memories alive at once.
+    pub total_memories: u32,
+    /// Tables alive at once.
+    pub total_tables: u32,
+    /// Async stacks (one per running guest).
+    pub total_stacks: u32,
+    /// The largest one linear memory may grow, in bytes; a sandbox's own
+    /// memory limit applies below it.
+    pub max_memory_per_instance: u64,
+    /// The guest's native stack, in bytes (deeper recursion traps).
+    pub max_wasm_stack: usize,
+    /// The epoch tick: how often running guests are interrupted to yield, and
+    /// the granularity of CPU limits, deadlines and kills.
+    pub epoch_tick: Duration,
+    /// Where wasmtime keeps compiled code across restarts; `None` keeps the
+    /// cache in memory only.
+    pub cache_dir: Option<PathBuf>,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            pooling: true,
+            total_instances: 256,
+            total_component_instances: 64,
+            total_memories: 128,
+            total_tables: 256,
+            total_stacks: 64,
+            max_memory_per_instance: 1 << 30,
+            max_wasm_stack: 512 << 10,
+            epoch_tick: Duration::from_millis(10),
+            cache_dir: None,
+        }
+    }
+}
+
+/// Whether bytes hold a core module (WASI p1) or a component (WASI p2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ModuleKind {
+    /// A core module (`\0asm` version 1).
+    Core,
+    /// A component (`\0asm` version 0x0d, layer 1).
+    Component,
+}
+
+impl ModuleKind {
+    /// Reads the preamble: the magic, then the version and layer.
+    pub fn detect(bytes: &[u8]) -> Result<Self, ShimError> {
+        let invalid = |message: &str| ShimError::InvalidModule {
+            message: message.to_owned(),
+        };
+        if bytes.len() < 8 {
+            return Err(invalid("shorter than the 8-byte Wasm preamble"));
+        }
+        if &bytes[..4] != b"\0asm" {
+            return Err(invalid("no \\0asm magic: not a WebAssembly binary"));
+        }
+        match [bytes[4], bytes[5], bytes[6], bytes[7]] {
+            [0x01, 0x00, 0x00, 0x00] => Ok(Self::Core),
+            [0x0d, 0x00, 0x01, 0x00] => Ok(Self::Component),
+            [a, b, c, d] => Err(ShimError::InvalidModule {
+                message: format!("unknown Wasm version/layer {a:#04x} {b:#04x} {c:#04x} {d:#04x}"),
+            }),
+        }
+    }
+}
+
+/// Where a module comes from.
+#[derive(Clone, Debug)]
+pub enum ModuleSource {
+    /// Bytes in memory.
+    Bytes(Arc<[u8]>),
+    /// A `.wasm` file.
+    File(PathBuf),
+}
+
+impl ModuleSource {
+    /// A module file.
+    pub fn file(path: impl Into<PathBuf>) -> Self {
+        Self::File(path.into())
+    }
+
+    /// Module bytes.
+    pub fn bytes(bytes: impl Into<Arc<[u8]>>) -> Self {
+        Self::Bytes(bytes.into())
+    }
+
+    async fn read(&self) -> Result<Arc<[u8]>, ShimError> {
+        match self {
+            Self::Bytes(b) => Ok(b.clone()),
+            Self::File(p) => {
+                tokio::fs::read(p)
+                    .await
+                    .map(Into::into)
+                    .map_err(|source| ShimError::ReadModule {
+                        path: p.clone(),
+                        source,
+                    })
+            }
+        }
+    }
+}
+
+/// Where a load found its compiled code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CacheOutcome {
+    /// Already compiled by this engine.
+    Memory,
+    /// Loaded from the on-disk cache.
+    Disk,
+    /// Compiled now.
+    Compiled,
+}
+
+/// Counters of the compile cache.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CacheStats {
+    /// Loads served from memory.
+    pub memory_hits: u64,
+    /// Loads served from disk.
+    pub disk_hits: u64,
+    /// Loads that compiled.
+    pub compiled: u64,
+}
+
+/// Compiled code, ready to instantiate.
+#[derive(Clone)]
+pub(crate) enum Compiled {
+    Core(Module),
+    Component(Component),
+}
+
+/// A loaded module: its kind, its digest and where it came from.
+#[derive(Clone)]
+pub struct Loaded {
+    pub(crate) compiled: Compiled,
+    /// Core module or component.
+    pub kind: ModuleKind,
+    /// `sha256:` hex digest of the module bytes.
+    pub digest: String,
+    /// Memory, disk or freshly compiled.
+    pub cache: CacheOutcome,
+}
+
+impl std::fmt::Debug for Loaded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Loaded")
+            .field("kind", &self.kind)
+            .field("digest", &self.digest)
+            .field("cache", &self.cache)
+            .finish()
+    }
+}
+
+/// The node's shared engine; cheap to clone.
+#[derive(Clone)]
+pub struct Engine {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}
+
+pub(crate) struct Inner {
+    pub(crate) wasmtime: wasmtime::Engine,
+    pub(crate) config: EngineConfig,
+    pub(crate) p1_linker: wasmtime::Linker<P1Host>,
+    pub(crate) p2_linker: wasmtime::component::Linker<P2Host>,
+    compat: u64,
+    compiled: Mutex<HashMap<[u8; 32], (ModuleKind, Compiled)>>,
+    disk: Option<Cache>,
+    stats: [AtomicU64; 3],
+    stop_ticker: Arc<AtomicBool>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.stop_ticker.store(true, Ordering::Relaxed);
+    }
+}
+
+impl Engine {
+    /// Builds the engine and starts its epoch ticker.
+    pub fn new(config: EngineConfig) -> Result<Self, ShimError> {
+        let err = |e: wasmtime::Error| ShimError::Engine { message: chain(&e) };
+        let mut c = Config::new();
+        c.epoch_interruption(true)
+            .parallel_compilation(true)
+            .cranelift_opt_level(OptLevel::Speed)
+            .max_wasm_stack(config.max_wasm_stack)
+            .async_stack_size(config.max_wasm_stack + (1 << 20));
+        if config.pooling {
+            let mut p = PoolingAllocationConfig::default();
+            p.total_core_instances(config.total_instances)
+                .total_component_instances(config.total_component_instances)
+                .total_memories(config.total_memories)
+                .total_tables(config.total_tables)
+                .total_stacks(config.total_stacks)
+                .max_memory_size(
+                    usize::try_from(config.max_memory_per_instance).unwrap_or(usize::MAX),
+                );
+            c.allocation_strategy(InstanceAllocationStrategy::Pooling(p));
+        }
+        let disk = match &config.cache_dir {
+            Some(dir) => {
+                let mut cc = CacheConfig::new();
+                cc.with_directory(dir);
+                let cache = Cache::new(cc).map_err(err)?;
+                c.cache(Some(cache.clone()));
+                Some(cache)
+            }
+            None => None,
+        };
+        let wasmtime = wasmtime::Engine::new(&c).map_err(err)?;
+
+        let mut p1_linker = wasmtime::Linker::new(&wasmtime);
+        wasmtime_wasi::p1::add_to_linker_async(&mut p1_linker, |h: &mut P1Host| &mut h.wasi)
+            .map_err(err)?;
+        let mut p2_linker = wasmtime::component::Linker::new(&wasmtime);
+        wasmtime_wasi::p2::add_to_linker_async(&mut p2_linker).map_err(err)?;
+
+        let mut h = DefaultHasher::new();
+        wasmtime.precompile_compatibility_hash().hash(&mut h);
+        let compat = h.finish();
+
+        let stop_ticker = Arc::new(AtomicBool::new(false));
+        let (engine, stop, tick) = (wasmtime.clone(), stop_ticker.clone(), config.epoch_tick);
+        std::thread::Builder::new()
+            .name("wasi-shim-epoch".into())
+            .spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(tick);
+                    engine.increment_epoch();
+                }
+            })
+            .map_err(|e| ShimError::Engine {
+                message: format!("cannot start the epoch ticker: {e}"),
+            })?;
+
+        Ok(Self {
+            inner: Arc::new(Inner {
+                wasmtime,
+                config,
+                p1_linker,
+                p2_linker,
+                compat,
+                compiled: Mutex::default(),
+                disk,
+                stats: Default::default(),
+                stop_ticker,
+            }),
+        })
+    }
+
+    /// The configuration the engine was built with.
+    pub fn config(&self) -> &EngineConfig {
+        &self.inner.config
+    }
+
+    /// The compile cache's counters.
+    pub fn cache_stats(&self) -> CacheStats {
+        let [m, d, c] = &self.inner.stats;
+        CacheStats {
+            memory_hits: m.load(Ordering::Relaxed),
+            disk_hits: d.load(Ordering::Relaxed),
+            compiled: c.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Reads, checks and compiles a module or component (once per digest).
+    pub async fn load(&self, source: &ModuleSource) -> Result<Loaded, ShimError> {
+        let bytes = source.read().await?;
+        let kind = ModuleKind::detect(&bytes)?;
+        let mut h = Sha256::new();
+        h.update(&bytes);
+        let digest: [u8; 32] = h.finalize().into();
+        let mut k = Sha256::new();
+        k.update(digest);
+        k.update(self.inner.compat.to_le_bytes());
+        let key: [u8; 32] = k.finalize().into();
+        let digest = format!("sha256:{}", hex(&digest));
+
+        let hit = self
+            .inner
+            .compiled
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+            .cloned();
+        if let Some((kind, compiled)) = hit {
+            self.inner.stats[0].fetch_add(1, Ordering::Relaxed);
+            return Ok(Loaded {
+                compiled,
+                kind,
+                digest,
+                cache: CacheOutcome::Memory,
+            });
+        }
+
+        let engine = self.inner.wasmtime.clone();
+        let disk_hits = || self.inner.disk.as_ref().map_or(0, Cache::cache_hits);
+        let before = disk_hits();
+        let compiled = tokio::task::spawn_blocking(move || match kind {
+            ModuleKind::Core => Module::new(&engine, &bytes).map(Compiled::Core),
+            ModuleKind::Component => Component::new(&engine, &bytes).map(Compiled::Component),
+        })
+        .await
+        .map_err(|e| ShimError::Task {
+            message: e.to_string(),
+        })?
+        .map_err(|e| ShimError::InvalidModule { message: chain(&e) })?;
+        let cache = if disk_hits() > before {
+            self.inner.stats[1].fetch_add(1, Ordering::Relaxed);
+            CacheOutcome::Disk
+        } else {
+            self.inner.stats[2].fetch_add(1, Ordering::Relaxed);
+            CacheOutcome::Compiled
+        };
+        self.inner
+            .compiled
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key, (kind, compiled.clone()));
+        Ok(Loaded {
+            compiled,
+            kind,
+            digest,
+            cache,
+        })
+    }
+
+    /// Forgets the in-memory compiled code (the disk cache stays).
+    pub fn clear_memory_cache(&self) {
+        self.inner
+            .compiled
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

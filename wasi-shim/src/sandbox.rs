@@ -1,0 +1,280 @@
+//! `Sandbox`: what a guest may see and use, as plain data. Deny by default,
+//! grant by builder: a fresh sandbox has no arguments, no environment, no
+//! files, no network, no name lookup, stdin closed and output discarded.
+
+use std::fmt;
+use std::fs::File;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Whether a preopened directory may be written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// Read and list only.
+    ReadOnly,
+    /// Read, write, create and remove.
+    ReadWrite,
+}
+
+/// A host directory the guest sees at `guest`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Preopen {
+    /// The host directory (opened through cap-std: nothing above it is reachable).
+    pub host: PathBuf,
+    /// The guest path, for example `/data`.
+    pub guest: String,
+    /// Read-only or read-write.
+    pub access: Access,
+}
+
+/// An address the guest may connect to (and, for UDP, send to).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NetGrant {
+    /// One IP and port.
+    Addr(SocketAddr),
+    /// Every port of one IP.
+    Ip(IpAddr),
+}
+
+impl NetGrant {
+    pub(crate) fn allows(&self, addr: SocketAddr) -> bool {
+        match *self {
+            NetGrant::Addr(a) => a == addr,
+            NetGrant::Ip(ip) => ip == addr.ip(),
+        }
+    }
+}
+
+/// Where a guest's stdout or stderr goes.
+#[derive(Clone, Default)]
+pub enum Output {
+    /// Discarded (the default).
+    #[default]
+    Null,
+    /// Appended to a file the caller opened (for example a CRI log file).
+    File(Arc<File>),
+    /// Kept in memory (tests, small jobs).
+    Memory(MemoryOutput),
+}
+
+impl fmt::Debug for Output {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Output::Null => f.write_str("Null"),
+            Output::File(file) => f.debug_tuple("File").field(file).finish(),
+            Output::Memory(m) => f.debug_tuple("Memory").field(&m.len()).finish(),
+        }
+    }
+}
+
+/// An in-memory output buffer, shared by its clones, holding at most
+/// `capacity` bytes; writes past it fail (the guest sees an I/O error).
+#[derive(Clone, Debug)]
+pub struct MemoryOutput {
+    pub(crate) inner: Arc<Mutex<Vec<u8>>>,
+    pub(crate) capacity: usize,
+}
+
+impl MemoryOutput {
+    /// An empty buffer holding up to `capacity` bytes.
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            inner: Arc::new(Mutex::new(Vec::new())),
+            capacity,
+        }
+    }
+
+    /// The bytes written so far.
+    pub fn contents(&self) -> Vec<u8> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The bytes written so far, as (lossy) UTF-8.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.contents()).into_owned()
+    }
+
+    /// How many bytes were written.
+    pub fn len(&self) -> usize {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Whether nothing was written.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A guest's sandbox. Build one with [`Sandbox::builder`].
+#[derive(Clone, Debug, Default)]
+pub struct Sandbox {
+    pub(crate) args: Vec<String>,
+    pub(crate) env: Vec<(String, String)>,
+    pub(crate) preopens: Vec<Preopen>,
+    pub(crate) stdout: Output,
+    pub(crate) stderr: Output,
+    pub(crate) memory_limit: Option<u64>,
+    pub(crate) max_instances: usize,
+    pub(crate) cpu_limit: Option<f64>,
+    pub(crate) deadline: Option<Duration>,
+    pub(crate) network: Vec<NetGrant>,
+    pub(crate) name_lookup: bool,
+}
+
+impl Sandbox {
+    /// A builder starting from nothing granted.
+    pub fn builder() -> SandboxBuilder {
+        SandboxBuilder {
+            sandbox: Sandbox {
+                max_instances: DEFAULT_MAX_INSTANCES,
+                ..Sandbox::default()
+            },
+        }
+    }
+
+    /// argv, including argv\[0\].
+    pub fn args(&self) -> &[String] {
+        &self.args
+    }
+
+    /// The environment.
+    pub fn env(&self) -> &[(String, String)] {
+        &self.env
+    }
+
+    /// The preopened directories.
+    pub fn preopens(&self) -> &[Preopen] {
+        &self.preopens
+    }
+
+    /// The cap on all linear memories together, in bytes.
+    pub fn memory_limit(&self) -> Option<u64> {
+        self.memory_limit
+    }
+
+    /// The CPU limit, in cores.
+    pub fn cpu_limit(&self) -> Option<f64> {
+        self.cpu_limit
+    }
+
+    /// The wall-clock limit of a run.
+    pub fn deadline(&self) -> Option<Duration> {
+        self.deadline
+    }
+
+    /// The addresses the guest may reach.
+    pub fn network(&self) -> &[NetGrant] {
+        &self.network
+    }
+
+    /// Whether the guest may resolve names with the host's resolver.
+    pub fn name_lookup(&self) -> bool {
+        self.name_lookup
+    }
+}
+
+/// Core instances a guest may create unless told otherwise (a Rust wasip2
+/// component needs a handful).
+pub const DEFAULT_MAX_INSTANCES: usize = 32;
+
+/// Grants capabilities to a [`Sandbox`], one call each.
+#[derive(Debug)]
+pub struct SandboxBuilder {
+    sandbox: Sandbox,
+}
+
+impl SandboxBuilder {
+    /// Appends one argument (the first one is argv\[0\], the program name).
+    pub fn arg(mut self, arg: impl Into<String>) -> Self {
+        self.sandbox.args.push(arg.into());
+        self
+    }
+
+    /// Appends arguments.
+    pub fn args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.sandbox.args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    /// Sets one environment variable.
+    pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.sandbox.env.push((key.into(), value.into()));
+        self
+    }
+
+    /// Preopens `host` as `guest`.
+    pub fn preopen(
+        mut self,
+        host: impl Into<PathBuf>,
+        guest: impl Into<String>,
+        access: Access,
+    ) -> Self {
+        self.sandbox.preopens.push(Preopen {
+            host: host.into(),
+            guest: guest.into(),
+            access,
+        });
+        self
+    }
+
+    /// Sends stdout to `out`.
+    pub fn stdout(mut self, out: Output) -> Self {
+        self.sandbox.stdout = out;
+        self
+    }
+
+    /// Sends stderr to `out`.
+    pub fn stderr(mut self, out: Output) -> Self {
+        self.sandbox.stderr = out;
+        self
+    }
+
+    /// Caps the guest's linear memories (all together) at `bytes`; a
+    /// `memory.grow` past it ends the guest as out of memory.
+    pub fn memory_limit(mut self, bytes: u64) -> Self {
+        self.sandbox.memory_limit = Some(bytes);
+        self
+    }
+
+    /// Caps how many core instances the guest may create.
+    pub fn max_instances(mut self, n: usize) -> Self {
+        self.sandbox.max_instances = n;
+        self
+    }
+
+    /// Limits the guest to `cores` of CPU (for example 0.5); values of 1 or
+    /// more only make it yield at every epoch.
+    pub fn cpu_limit(mut self, cores: f64) -> Self {
+        self.sandbox.cpu_limit = Some(cores);
+        self
+    }
+
+    /// Ends the run after `limit` of wall-clock time.
+    pub fn deadline(mut self, limit: Duration) -> Self {
+        self.sandbox.deadline = Some(limit);
+        self
+    }
+
+    /// Lets the guest reach `grant` over TCP or UDP.
+    pub fn allow_network(mut self, grant: NetGrant) -> Self {
+        self.sandbox.network.push(grant);
+        self
+    }
+
+    /// Lets the guest resolve names with the host's resolver.
+    pub fn allow_name_lookup(mut self) -> Self {
+        self.sandbox.name_lookup = true;
+        self
+    }
+
+    /// The sandbox.
+    pub fn build(self) -> Sandbox {
+        self.sandbox
+    }
+}

@@ -1,0 +1,137 @@
+//! Turns a [`Sandbox`] into a WASI context: arguments, environment, preopens
+//! through cap-std, output sinks and the socket policy.
+
+use std::io::{self, Write};
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use tokio::io::AsyncWrite;
+use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+use wasmtime_wasi::sockets::SocketAddrUse;
+use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
+
+use crate::error::ShimError;
+use crate::sandbox::{Access, MemoryOutput, NetGrant, Output, Sandbox};
+
+/// A WASI context builder holding everything `sandbox` grants, and nothing else.
+pub(crate) fn builder(sandbox: &Sandbox) -> Result<WasiCtxBuilder, ShimError> {
+    let mut b = WasiCtxBuilder::new();
+    b.args(&sandbox.args[..]);
+    b.envs(&sandbox.env[..]);
+    for p in &sandbox.preopens {
+        let perms = match p.access {
+            Access::ReadOnly => FsPerms::ReadOnly,
+            Access::ReadWrite => FsPerms::ReadWrite,
+        };
+        b.preopened_dir(&p.host, &p.guest, perms)
+            .map_err(|e| ShimError::Preopen {
+                host: p.host.clone(),
+                guest: p.guest.clone(),
+                source: e
+                    .downcast::<io::Error>()
+                    .unwrap_or_else(|e| io::Error::other(crate::error::chain(&e))),
+            })?;
+    }
+    set_output(&mut b, &sandbox.stdout, true);
+    set_output(&mut b, &sandbox.stderr, false);
+
+    let grants: Arc<[NetGrant]> = sandbox.network.clone().into();
+    b.allow_tcp(!grants.is_empty());
+    b.allow_udp(!grants.is_empty());
+    b.allow_ip_name_lookup(sandbox.name_lookup);
+    b.socket_addr_check(move |addr, usage| {
+        let ok = allowed(&grants, addr, usage);
+        Box::pin(async move { ok })
+    });
+    Ok(b)
+}
+
+/// The socket policy: connect and send only to granted addresses; implicit
+/// binds (wildcard IP, port 0) so that a granted connect can happen; no
+/// listening.
+fn allowed(grants: &[NetGrant], addr: SocketAddr, usage: SocketAddrUse) -> bool {
+    match usage {
+        SocketAddrUse::TcpConnect | SocketAddrUse::UdpSend | SocketAddrUse::UdpReceive => {
+            grants.iter().any(|g| g.allows(addr))
+        }
+        SocketAddrUse::TcpBind | SocketAddrUse::UdpBind => {
+            !grants.is_empty() && addr.ip().is_unspecified() && addr.port() == 0
+        }
+        SocketAddrUse::TcpListen | SocketAddrUse::TcpAccept => false,
+    }
+}
+
+fn set_output(b: &mut WasiCtxBuilder, out: &Output, stdout: bool) {
+    let sink = match out {
+        Output::Null => return,
+        Output::File(f) => Sink::File(f.clone()),
+        Output::Memory(m) => Sink::Memory(m.clone()),
+    };
+    if stdout {
+        b.stdout(sink);
+    } else {
+        b.stderr(sink);
+    }
+}
+
+/// An output sink: writes go straight to the file or buffer, so nothing is
+/// left unflushed when the guest ends.
+#[derive(Clone)]
+enum Sink {
+    File(Arc<std::fs::File>),
+    Memory(MemoryOutput),
+}
+
+impl IsTerminal for Sink {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl StdoutStream for Sink {
+    fn async_stream(&self) -> Box<dyn AsyncWrite + Send + Sync> {
+        Box::new(self.clone())
+    }
+}
+
+impl Sink {
+    fn write(&self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Sink::File(f) => {
+                (&**f).write_all(buf)?;
+                Ok(buf.len())
+            }
+            Sink::Memory(m) => {
+                let mut v = m.inner.lock().unwrap_or_else(|e| e.into_inner());
+                if v.len() + buf.len() > m.capacity {
+                    return Err(io::Error::new(
+                        io::ErrorKind::StorageFull,
+                        "output buffer full",
+                    ));
+                }
+                v.extend_from_slice(buf);
+                Ok(buf.len())
+            }
+        }
+    }
+}
+
+impl AsyncWrite for Sink {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Poll::Ready(self.write(buf))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
