@@ -477,15 +477,13 @@ fn label_annotate_patch_scale_edit_and_delete(s: Cluster) {
     );
 }
 
-fn get_watch_sees_a_change(s: Cluster) {
-    let k = s.kubectl();
-    k.run_with_stdin(
-        &["create", "-f", "-"],
-        Some("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: watched\ndata:\n  k: v1\n"),
-    )
-    .ok();
+/// Starts a long-running kubectl (`get -w`) and hands its stdout over line by line.
+fn stream_lines(
+    k: &testbed::Kubectl,
+    args: &[&str],
+) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
     let mut child = k
-        .command(&["get", "cm", "watched", "-w", "-o", "json"])
+        .command(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -497,6 +495,17 @@ fn get_watch_sees_a_change(s: Cluster) {
             let _ = tx.send(line);
         }
     });
+    (child, rx)
+}
+
+fn get_watch_sees_a_change(s: Cluster) {
+    let k = s.kubectl();
+    k.run_with_stdin(
+        &["create", "-f", "-"],
+        Some("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: watched\ndata:\n  k: v1\n"),
+    )
+    .ok();
+    let (mut child, rx) = stream_lines(&k, &["get", "cm", "watched", "-w", "-o", "json"]);
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut seen = String::new();
     let mut patched = false;
@@ -760,19 +769,7 @@ fn get_watch_prints_table_rows(s: Cluster) {
         Some("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: rows\ndata:\n  a: '1'\n"),
     )
     .ok();
-    let mut child = k
-        .command(&["get", "cm", "-w"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let stdout = child.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
+    let (mut child, rx) = stream_lines(&k, &["get", "cm", "-w"]);
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut lines: Vec<String> = Vec::new();
     let mut patched = false;
