@@ -101,6 +101,31 @@ fn pod(name: &str) -> Pod {
     .expect("a valid pod")
 }
 
+/// Runs `op(0..total)` from 64 concurrent clients; returns operations/s.
+async fn per_second<F, Fut>(total: usize, op: F) -> anyhow::Result<f64>
+where
+    F: Fn(usize) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<()>> + Send,
+{
+    const CLIENTS: usize = 64;
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..CLIENTS)
+        .map(|w| {
+            let op = op.clone();
+            tokio::spawn(async move {
+                for i in (w..total).step_by(CLIENTS) {
+                    op(i).await?;
+                }
+                anyhow::Ok(())
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await??;
+    }
+    Ok(total as f64 / started.elapsed().as_secs_f64())
+}
+
 pub async fn run(scale: f64) -> anyhow::Result<()> {
     let n = |x: f64| ((x * scale).round() as usize).max(1);
     let etcd = testbed::Etcd::start().await?;
@@ -132,29 +157,23 @@ pub async fn run(scale: f64) -> anyhow::Result<()> {
             "ms",
             None,
         );
-        let started = Instant::now();
         let total = n(9000.0);
-        let tasks: Vec<_> = (0..64)
-            .map(|w| {
+        let rate = per_second(total, {
+            let pods = pods.clone();
+            move |i| {
                 let pods = pods.clone();
-                tokio::spawn(async move {
-                    let mut i = w;
-                    while i < total {
-                        pods.create(&PostParams::default(), &pod(&format!("par-{i}")))
-                            .await?;
-                        i += 64;
-                    }
+                async move {
+                    pods.create(&PostParams::default(), &pod(&format!("par-{i}")))
+                        .await?;
                     anyhow::Ok(())
-                })
-            })
-            .collect();
-        for t in tasks {
-            t.await??;
-        }
+                }
+            }
+        })
+        .await?;
         emit(
             "api",
             &suite("create_per_s_64_clients"),
-            total as f64 / started.elapsed().as_secs_f64(),
+            rate,
             "requests/s",
             None,
         );
@@ -180,29 +199,23 @@ pub async fn run(scale: f64) -> anyhow::Result<()> {
             "ms",
             None,
         );
-        let started = Instant::now();
         let gets = n(20000.0);
         let seq = n(1000.0);
-        let tasks: Vec<_> = (0..64)
-            .map(|w| {
+        let rate = per_second(gets, {
+            let pods = pods.clone();
+            move |i| {
                 let pods = pods.clone();
-                tokio::spawn(async move {
-                    let mut i = w;
-                    while i < gets {
-                        pods.get(&format!("seq-{}", i % seq)).await?;
-                        i += 64;
-                    }
+                async move {
+                    pods.get(&format!("seq-{}", i % seq)).await?;
                     anyhow::Ok(())
-                })
-            })
-            .collect();
-        for t in tasks {
-            t.await??;
-        }
+                }
+            }
+        })
+        .await?;
         emit(
             "api",
             &suite("get_per_s_64_clients"),
-            gets as f64 / started.elapsed().as_secs_f64(),
+            rate,
             "requests/s",
             None,
         );
