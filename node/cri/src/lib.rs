@@ -1,0 +1,1 @@
+//! `cri`: the CRI v1 runtime and image services (placeholder while it is being written).

@@ -1,0 +1,1 @@
+//! `images`: a node's image store (placeholder while it is being written).
