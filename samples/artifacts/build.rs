@@ -4,9 +4,11 @@
 //! plus `ALL`. The pattern is wasmtime's `test-programs-artifacts`.
 //!
 //! Every binary in `../guests/src/bin/` is built for wasm32-wasip1, except
-//! those in [`P2_GUESTS`], built for wasm32-wasip2 (components). Two broken
-//! samples join them: `malformed.wasm` (committed beside this file) and
-//! `truncated.wasm` (the `hello` module cut in the middle of its code section).
+//! those in [`P2_GUESTS`], built for wasm32-wasip2 (command components). The
+//! member crates in [`HTTP_GUESTS`] (`../guests/NAME/`, cdylibs) are built for
+//! wasm32-wasip2 as HTTP functions. Two broken samples join them:
+//! `malformed.wasm` (committed beside this file) and `truncated.wasm` (the
+//! `hello` module cut in the middle of its code section).
 
 use std::env;
 use std::fmt::Write as _;
@@ -18,7 +20,11 @@ const P1: &str = "wasm32-wasip1";
 const P2: &str = "wasm32-wasip2";
 
 /// Guests that need wasip2 (std::net works there, over wasi:sockets).
-const P2_GUESTS: &[&str] = &["connect-out"];
+const P2_GUESTS: &[&str] = &["connect-out", "echo-tcp"];
+
+/// HTTP functions: member crates of the guests workspace, each a cdylib
+/// exporting `wasi:http/incoming-handler` (and no `wasi:cli/run`).
+const HTTP_GUESTS: &[&str] = &["hello-http", "fanout-http"];
 
 fn main() {
     let manifest_dir =
@@ -31,6 +37,14 @@ fn main() {
 
     for f in ["Cargo.toml", "Cargo.lock", "src"] {
         println!("cargo:rerun-if-changed={}", guests.join(f).display());
+    }
+    for g in HTTP_GUESTS {
+        for f in ["Cargo.toml", "src"] {
+            println!(
+                "cargo:rerun-if-changed={}",
+                guests.join(g).join(f).display()
+            );
+        }
     }
     println!("cargo:rerun-if-changed=malformed.wasm");
     println!("cargo:rerun-if-changed=build.rs");
@@ -70,6 +84,20 @@ fn main() {
             );
             consts.push((name.to_string(), wasm));
         }
+    }
+
+    build_libs(&guests, &target_dir, P2, HTTP_GUESTS);
+    for name in HTTP_GUESTS {
+        let wasm = target_dir
+            .join(P2)
+            .join("release")
+            .join(format!("{}.wasm", name.replace('-', "_")));
+        assert!(
+            wasm.is_file(),
+            "cargo built {name} for {P2} but {} is missing",
+            wasm.display()
+        );
+        consts.push((name.to_string(), wasm));
     }
 
     let malformed = manifest_dir.join("malformed.wasm");
@@ -163,19 +191,40 @@ fn check_target_installed(target: &str) {
     }
 }
 
+/// Builds binaries of the root package `guests`.
 fn build(guests: &Path, target_dir: &Path, target: &str, names: &[&str]) {
     if names.is_empty() {
         return;
     }
+    let mut cmd = cargo_build(guests, target_dir, target);
+    cmd.args(["-p", "guests"]);
+    for name in names {
+        cmd.args(["--bin", name]);
+    }
+    run(cmd, target);
+}
+
+/// Builds the libraries (cdylibs) of member packages.
+fn build_libs(guests: &Path, target_dir: &Path, target: &str, packages: &[&str]) {
+    let mut cmd = cargo_build(guests, target_dir, target);
+    for p in packages {
+        cmd.args(["-p", p]);
+    }
+    cmd.arg("--lib");
+    run(cmd, target);
+}
+
+fn cargo_build(guests: &Path, target_dir: &Path, target: &str) -> Command {
     let mut cmd = nested_cargo();
     cmd.current_dir(guests)
         .args(["build", "--release", "--locked", "--manifest-path"])
         .arg(guests.join("Cargo.toml"))
         .args(["--target", target, "--target-dir"])
         .arg(target_dir);
-    for name in names {
-        cmd.args(["--bin", name]);
-    }
+    cmd
+}
+
+fn run(mut cmd: Command, target: &str) {
     let out = cmd
         .output()
         .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));

@@ -33,7 +33,8 @@ pub use engine::{
 pub use error::ShimError;
 pub use run::{Exit, ExitReason, KILLED_EXIT_CODE, KillHandle, Running, TRAP_EXIT_CODE};
 pub use sandbox::{
-    Access, DEFAULT_MAX_INSTANCES, MemoryOutput, NetGrant, Output, Preopen, Sandbox, SandboxBuilder,
+    Access, DEFAULT_MAX_INSTANCES, MemoryOutput, NetGrant, Output, OutputSink, Preopen, Sandbox,
+    SandboxBuilder,
 };
 
 /// What a container runtime needs from a Wasm engine: start a guest in a

@@ -57,6 +57,17 @@ pub enum Output {
     File(Arc<File>),
     /// Kept in memory (tests, small jobs).
     Memory(MemoryOutput),
+    /// Handed to the caller's sink (for example a CRI log writer that
+    /// timestamps lines and rotates files).
+    Sink(Arc<dyn OutputSink>),
+}
+
+/// A destination for guest output that the caller implements. `write` gets
+/// the bytes of one guest write, in order; an error is reported to the
+/// guest as a failed write.
+pub trait OutputSink: Send + Sync + 'static {
+    /// Takes all of `bytes`.
+    fn write(&self, bytes: &[u8]) -> std::io::Result<()>;
 }
 
 impl fmt::Debug for Output {
@@ -65,6 +76,7 @@ impl fmt::Debug for Output {
             Output::Null => f.write_str("Null"),
             Output::File(file) => f.debug_tuple("File").field(file).finish(),
             Output::Memory(m) => f.debug_tuple("Memory").field(&m.len()).finish(),
+            Output::Sink(_) => f.write_str("Sink"),
         }
     }
 }

@@ -13,7 +13,7 @@ use wasmtime_wasi::sockets::SocketAddrUse;
 use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
 use crate::error::ShimError;
-use crate::sandbox::{Access, MemoryOutput, NetGrant, Output, Sandbox};
+use crate::sandbox::{Access, MemoryOutput, NetGrant, Output, OutputSink, Sandbox};
 
 /// A WASI context builder holding everything `sandbox` grants, and nothing else.
 pub(crate) fn builder(sandbox: &Sandbox) -> Result<WasiCtxBuilder, ShimError> {
@@ -68,6 +68,7 @@ fn set_output(b: &mut WasiCtxBuilder, out: &Output, stdout: bool) {
         Output::Null => return,
         Output::File(f) => Sink::File(f.clone()),
         Output::Memory(m) => Sink::Memory(m.clone()),
+        Output::Sink(s) => Sink::Custom(s.clone()),
     };
     if stdout {
         b.stdout(sink);
@@ -82,6 +83,7 @@ fn set_output(b: &mut WasiCtxBuilder, out: &Output, stdout: bool) {
 enum Sink {
     File(Arc<std::fs::File>),
     Memory(MemoryOutput),
+    Custom(Arc<dyn OutputSink>),
 }
 
 impl IsTerminal for Sink {
@@ -101,6 +103,10 @@ impl Sink {
         match self {
             Sink::File(f) => {
                 (&**f).write_all(buf)?;
+                Ok(buf.len())
+            }
+            Sink::Custom(s) => {
+                s.write(buf)?;
                 Ok(buf.len())
             }
             Sink::Memory(m) => {

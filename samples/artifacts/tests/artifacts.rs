@@ -279,6 +279,9 @@ fn all_lists_every_artifact_once() {
         ("path-escape", artifacts::PATH_ESCAPE),
         ("log-flood", artifacts::LOG_FLOOD),
         ("connect-out", artifacts::CONNECT_OUT),
+        ("echo-tcp", artifacts::ECHO_TCP),
+        ("hello-http", artifacts::HELLO_HTTP),
+        ("fanout-http", artifacts::FANOUT_HTTP),
         ("malformed", artifacts::MALFORMED),
         ("truncated", artifacts::TRUNCATED),
     ];
@@ -406,6 +409,56 @@ fn connect_out_is_a_command_component_using_wasi_sockets() {
             "connect-out does not mention {interface}"
         );
     }
+}
+
+#[test]
+fn echo_tcp_is_a_command_component_that_listens() {
+    let bytes = read(artifacts::ECHO_TCP);
+    let (kind, _) = sections(&bytes).unwrap();
+    assert_eq!(kind, Kind::Component);
+    let text = String::from_utf8_lossy(&bytes);
+    for interface in ["wasi:sockets/tcp@0.2", "wasi:cli/run@0.2"] {
+        assert!(
+            text.contains(interface),
+            "echo-tcp does not mention {interface}"
+        );
+    }
+}
+
+/// An HTTP function exports `wasi:http/incoming-handler` and not
+/// `wasi:cli/run` (it is a cdylib: no `main`).
+fn http_function(name: &str) -> String {
+    let bytes = read(path_of(name));
+    let (kind, secs) = sections(&bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
+    assert_eq!(kind, Kind::Component, "{name}");
+    assert!(
+        secs.iter().any(|(id, _)| *id == 1),
+        "{name}: no core module"
+    );
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    assert!(
+        text.contains("wasi:http/incoming-handler@0.2"),
+        "{name} does not mention wasi:http/incoming-handler"
+    );
+    assert!(
+        !text.contains("wasi:cli/run@0.2"),
+        "{name} mentions wasi:cli/run: built as a binary, not a cdylib?"
+    );
+    text
+}
+
+#[test]
+fn hello_http_is_an_http_function() {
+    http_function("hello-http");
+}
+
+#[test]
+fn fanout_http_is_an_http_function_that_calls_out() {
+    let text = http_function("fanout-http");
+    assert!(
+        text.contains("wasi:http/outgoing-handler@0.2"),
+        "fanout-http does not import wasi:http/outgoing-handler"
+    );
 }
 
 #[test]
