@@ -2,12 +2,15 @@
 //! free loopback ports, each in its own temporary directory, killed by PID.
 //!
 //! Nothing here is mocked. An [`Etcd`] is one `etcd` process; an
-//! [`EtcdCluster`] is several that form one cluster. Both are killed
+//! [`EtcdCluster`] is several that form one cluster; a [`Registry`] is one
+//! OCI registry (`docker-registry`). All are killed
 //! (SIGKILL) when dropped, and their data directories removed. Tests wait on
 //! conditions with [`wait_until`], never on fixed sleeps.
 
+mod registry;
 mod shoal;
 
+pub use registry::{REGISTRY_BIN_ENV, Registry};
 pub use shoal::{Kubectl, Run, ShoalServer, kubectl_bin};
 
 use anyhow::{Context as _, bail};
