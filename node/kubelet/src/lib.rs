@@ -1,0 +1,259 @@
+//! `kubelet`: the node agent. It registers its Node and heartbeats with a
+//! Lease, runs the pods bound to the node through a CRI v1 runtime on a
+//! unix socket, probes them, and writes their status back. It talks only to
+//! the apiserver (kube-rs) and to the runtime (the standard CRI client).
+//!
+//! [`Config`] -> [`Kubelet::build`] -> [`Kubelet::run`] (until shutdown).
+//! The parts, one concept each:
+//!
+//! - `node`: the Node object and its status; `lease`: the heartbeat.
+//! - `pods`: the watch over the node's pods, admission, one worker per pod,
+//!   the runtime relister and housekeeping; `worker`: the per-pod
+//!   reconcile (sandbox, image, init containers, containers, restarts,
+//!   probes, deletion); `runtime`: what the runtime holds for a pod.
+//! - `status`: the pod status from what is observed; `events`: Events.
+//! - `volumes`: emptyDir, configMap, secret, downwardAPI, projected and
+//!   hostPath volumes and the container mounts; `objects`: the watched
+//!   ConfigMaps and Secrets; `env`: container environments.
+//! - `probes`, `backoff`, `images` (pull policy and credentials),
+//!   `resources`, `quantity`, `cri` (the client).
+//!
+//! Stopping the kubelet stops no pod: a kubelet that starts again adopts
+//! the sandboxes and containers the runtime still runs.
+
+pub mod backoff;
+pub mod cri;
+pub mod env;
+mod error;
+pub mod events;
+pub mod images;
+mod lease;
+mod node;
+mod objects;
+mod pods;
+pub mod probes;
+pub mod quantity;
+pub mod resources;
+pub mod runtime;
+pub mod status;
+pub mod volumes;
+mod worker;
+
+use std::future::Future;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+pub use backoff::BackoffConfig;
+pub use error::{KubeletError, chain};
+pub use lease::NAMESPACE as LEASE_NAMESPACE;
+pub use node::KUBELET_VERSION;
+
+use crate::cri::Cri;
+use crate::events::Recorder;
+use crate::node::Host;
+use crate::objects::Objects;
+use crate::resources::Allocatable;
+
+/// The default `--max-pods` (Kubernetes' is 110; Wasm pods are small).
+pub const DEFAULT_MAX_PODS: u32 = 1000;
+
+/// How the kubelet is set up.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The Node's name.
+    pub node_name: String,
+    /// The node's address (InternalIP); everything the node binds is on it.
+    pub node_ip: IpAddr,
+    /// Pod directories (`pods/UID/volumes/...`) and logs (`logs/pods/...`).
+    pub data_dir: PathBuf,
+    /// The CRI runtime's socket.
+    pub cri_socket: PathBuf,
+    /// The most pods the node runs.
+    pub max_pods: u32,
+    /// CrashLoopBackOff and ImagePullBackOff.
+    pub backoff: BackoffConfig,
+    /// How often the node status is recomputed.
+    pub node_status_period: Duration,
+    /// How often the lease is renewed.
+    pub lease_period: Duration,
+    /// The lease's duration.
+    pub lease_duration: Duration,
+}
+
+impl Config {
+    /// The defaults for a node.
+    pub fn new(
+        node_name: impl Into<String>,
+        data_dir: impl AsRef<Path>,
+        cri_socket: impl AsRef<Path>,
+    ) -> Self {
+        Config {
+            node_name: node_name.into(),
+            node_ip: IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+            data_dir: data_dir.as_ref().to_owned(),
+            cri_socket: cri_socket.as_ref().to_owned(),
+            max_pods: DEFAULT_MAX_PODS,
+            backoff: BackoffConfig::default(),
+            node_status_period: Duration::from_secs(10),
+            lease_period: Duration::from_secs(10),
+            lease_duration: Duration::from_secs(40),
+        }
+    }
+}
+
+/// What every part of the kubelet shares.
+pub(crate) struct Shared {
+    pub config: Config,
+    pub client: kube::Client,
+    pub cri: Cri,
+    pub recorder: Recorder,
+    pub objects: Objects,
+    pub host: Host,
+    /// When this kubelet started.
+    pub started: SystemTime,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Shared {
+    pub fn allocatable(&self) -> Allocatable {
+        self.host.allocatable(self.config.max_pods)
+    }
+}
+
+/// A kubelet, ready to run.
+#[derive(Debug)]
+pub struct Kubelet {
+    shared: Arc<Shared>,
+}
+
+/// The host name, as the default node name.
+pub fn hostname() -> String {
+    Host::gather().hostname.to_lowercase()
+}
+
+/// An apiserver client from a kubeconfig file.
+pub async fn client_from_kubeconfig(path: &Path) -> Result<kube::Client, KubeletError> {
+    let kubeconfig =
+        kube::config::Kubeconfig::read_from(path).map_err(|source| KubeletError::Kubeconfig {
+            path: path.to_owned(),
+            source,
+        })?;
+    let config = kube::Config::from_custom_kubeconfig(
+        kubeconfig,
+        &kube::config::KubeConfigOptions::default(),
+    )
+    .await
+    .map_err(|source| KubeletError::Kubeconfig {
+        path: path.to_owned(),
+        source,
+    })?;
+    kube::Client::try_from(config).map_err(|source| KubeletError::Client {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+impl Kubelet {
+    /// Prepares the data directory and the runtime client (which connects
+    /// on first use).
+    pub async fn build(config: Config, client: kube::Client) -> Result<Kubelet, KubeletError> {
+        if config.node_name.is_empty() {
+            return Err(KubeletError::Config(
+                "the node name is empty: give --name".into(),
+            ));
+        }
+        if config.max_pods == 0 {
+            return Err(KubeletError::Config("--max-pods must be at least 1".into()));
+        }
+        for dir in [
+            config.data_dir.join("pods"),
+            config.data_dir.join("logs/pods"),
+        ] {
+            std::fs::create_dir_all(&dir).map_err(KubeletError::io("create", &dir))?;
+        }
+        let cri = Cri::connect_lazy(&config.cri_socket)?;
+        let recorder = Recorder::spawn(client.clone(), config.node_name.clone());
+        Ok(Kubelet {
+            shared: Arc::new(Shared {
+                objects: Objects::new(client.clone()),
+                host: Host::gather(),
+                started: SystemTime::now(),
+                config,
+                client,
+                cri,
+                recorder,
+            }),
+        })
+    }
+
+    /// Runs until `shutdown` resolves. The pods keep running after it.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), KubeletError> {
+        let shared = self.shared;
+        tokio::pin!(shutdown);
+        // Wait for the runtime.
+        let mut logged = false;
+        loop {
+            match shared.cri.version().await {
+                Ok(v) => {
+                    tracing::info!(
+                        runtime = %v.runtime_name,
+                        version = %v.runtime_version,
+                        api = %v.runtime_api_version,
+                        "container runtime ready"
+                    );
+                    break;
+                }
+                Err(e) => {
+                    if !logged {
+                        tracing::warn!(
+                            socket = %shared.cri.socket().display(),
+                            error = %chain(&e),
+                            "waiting for the container runtime"
+                        );
+                        logged = true;
+                    }
+                }
+            }
+            tokio::select! {
+                () = &mut shutdown => return Ok(()),
+                () = tokio::time::sleep(Duration::from_millis(500)) => {}
+            }
+        }
+        let registered = Arc::new(tokio::sync::Notify::new());
+        let tasks = [
+            tokio::spawn(tracing::Instrument::instrument(
+                node::run(shared.clone(), registered.clone()),
+                tracing::info_span!("node_status"),
+            )),
+            tokio::spawn(tracing::Instrument::instrument(
+                lease::run(shared.clone()),
+                tracing::info_span!("lease"),
+            )),
+            tokio::spawn(tracing::Instrument::instrument(
+                node::follow_pod_cidr(shared.clone()),
+                tracing::info_span!("pod_cidr"),
+            )),
+        ];
+        tracing::info!(
+            node = %shared.config.node_name,
+            ip = %shared.config.node_ip,
+            data_dir = %shared.config.data_dir.display(),
+            "kubelet running"
+        );
+        pods::run(shared.clone(), shutdown).await;
+        for t in tasks {
+            t.abort();
+        }
+        tracing::info!("kubelet stopped; the pods keep running");
+        Ok(())
+    }
+}

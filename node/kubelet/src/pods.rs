@@ -1,0 +1,379 @@
+//! The pods of this node: a kube-runtime watcher over the pods bound to it
+//! (`fieldSelector=spec.nodeName=NODE`) feeds one [`Worker`] per pod UID;
+//! admission refuses a new pod the node cannot hold (`OutOfpods`,
+//! `OutOfcpu`, `OutOfmemory`); a relister (the kubelet's PLEG) lists the
+//! runtime's containers every second and wakes the workers of pods whose
+//! containers changed; housekeeping removes what the runtime still holds
+//! for pods that are gone.
+//!
+//! When the apiserver is out of reach the watcher retries with back-off and
+//! the workers keep the last pod they were given, so pods keep running and
+//! crashed containers keep being restarted. Nothing is cleaned up until
+//! the pods have been listed once.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_cri::v1 as cri_api;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
+use tokio::sync::{Notify, mpsc, watch};
+use tracing::Instrument;
+
+use crate::Shared;
+use crate::cri::labels;
+use crate::error::chain;
+use crate::events::pod_ref;
+use crate::resources;
+use crate::runtime;
+use crate::worker::{PodUpdate, Worker, remove_pod_files};
+
+/// How often the runtime is relisted.
+pub const RELIST: Duration = Duration::from_secs(1);
+/// How often housekeeping runs.
+const HOUSEKEEPING: Duration = Duration::from_secs(10);
+
+/// The wakers of the running workers, by pod UID.
+pub(crate) type Registry = Arc<Mutex<HashMap<String, Arc<Notify>>>>;
+
+struct Handle {
+    updates: watch::Sender<PodUpdate>,
+}
+
+fn uid_of(pod: &Pod) -> String {
+    pod.metadata.uid.clone().unwrap_or_default()
+}
+
+fn terminal(pod: &Pod) -> bool {
+    matches!(
+        pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+        Some("Succeeded" | "Failed")
+    )
+}
+
+/// Runs the pod watcher and the workers until `shutdown`.
+pub(crate) async fn run(shared: Arc<Shared>, shutdown: impl std::future::Future<Output = ()>) {
+    let registry: Registry = Arc::default();
+    let synced = Arc::new(AtomicBool::new(false));
+    let relister = tokio::spawn(
+        relist(shared.clone(), registry.clone(), synced.clone())
+            .instrument(tracing::info_span!("relist")),
+    );
+    let api: Api<Pod> = Api::all(shared.client.clone());
+    let config =
+        watcher::Config::default().fields(&format!("spec.nodeName={}", shared.config.node_name));
+    let mut stream = watcher::watcher(api, config).default_backoff().boxed();
+    let mut manager = Manager {
+        shared,
+        registry,
+        workers: HashMap::new(),
+        rejected: HashSet::new(),
+        listing: None,
+    };
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<String>();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            event = stream.next() => match event {
+                Some(Ok(Event::Init)) => manager.listing = Some(HashSet::new()),
+                Some(Ok(Event::InitApply(pod))) => {
+                    if let Some(l) = manager.listing.as_mut() {
+                        l.insert(uid_of(&pod));
+                    }
+                    manager.apply(pod, &done_tx).await;
+                }
+                Some(Ok(Event::InitDone)) => {
+                    if let Some(listed) = manager.listing.take() {
+                        manager.forget_unlisted(&listed);
+                    }
+                    if !synced.swap(true, Ordering::SeqCst) {
+                        tracing::info!(pods = manager.workers.len(), "pods listed");
+                    }
+                }
+                Some(Ok(Event::Apply(pod))) => manager.apply(pod, &done_tx).await,
+                Some(Ok(Event::Delete(pod))) => manager.gone(pod),
+                Some(Err(e)) => tracing::warn!(error = %chain(&e), "pod watch failed; retrying"),
+                None => break,
+            },
+            Some(uid) = done_rx.recv() => {
+                manager.workers.remove(&uid);
+                manager.registry.lock().unwrap_or_else(|e| e.into_inner()).remove(&uid);
+            }
+            () = &mut shutdown => break,
+        }
+    }
+    relister.abort();
+}
+
+struct Manager {
+    shared: Arc<Shared>,
+    registry: Registry,
+    workers: HashMap<String, Handle>,
+    /// Pods refused by admission (no worker).
+    rejected: HashSet<String>,
+    /// The UIDs listed since the last `Init`.
+    listing: Option<HashSet<String>>,
+}
+
+impl Manager {
+    async fn apply(&mut self, pod: Pod, done: &mpsc::UnboundedSender<String>) {
+        let uid = uid_of(&pod);
+        if uid.is_empty() || self.rejected.contains(&uid) {
+            return;
+        }
+        if let Some(h) = self.workers.get(&uid) {
+            h.updates.send_replace(PodUpdate::Present(Arc::new(pod)));
+            return;
+        }
+        if !terminal(&pod)
+            && pod.metadata.deletion_timestamp.is_none()
+            && pod
+                .status
+                .as_ref()
+                .and_then(|s| s.start_time.as_ref())
+                .is_none()
+            && let Some((reason, message)) = self.admit(&pod)
+        {
+            self.reject(&pod, &uid, reason, message).await;
+            return;
+        }
+        let (tx, rx) = watch::channel(PodUpdate::Present(Arc::new(pod)));
+        let wake = Arc::new(Notify::new());
+        self.registry
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(uid.clone(), wake.clone());
+        let worker = Worker::new(self.shared.clone(), uid.clone(), rx, wake);
+        self.workers.insert(uid.clone(), Handle { updates: tx });
+        let done = done.clone();
+        let span = tracing::info_span!("pod_worker", %uid);
+        tokio::spawn(
+            async move {
+                worker.run().await;
+                let _ = done.send(uid);
+            }
+            .instrument(span),
+        );
+    }
+
+    fn gone(&mut self, pod: Pod) {
+        let uid = uid_of(&pod);
+        self.rejected.remove(&uid);
+        if let Some(h) = self.workers.get(&uid) {
+            h.updates.send_replace(PodUpdate::Gone(Arc::new(pod)));
+        }
+    }
+
+    /// Pods not in a fresh list were deleted while the watch was down.
+    fn forget_unlisted(&mut self, listed: &HashSet<String>) {
+        for (uid, h) in &self.workers {
+            if !listed.contains(uid) {
+                let last = match &*h.updates.borrow() {
+                    PodUpdate::Present(p) | PodUpdate::Gone(p) => p.clone(),
+                };
+                h.updates.send_replace(PodUpdate::Gone(last));
+            }
+        }
+        self.rejected.retain(|uid| listed.contains(uid));
+    }
+
+    /// Whether the node can take the pod: `Some((reason, message))` if not.
+    fn admit(&self, pod: &Pod) -> Option<(String, String)> {
+        let alloc = self.shared.allocatable();
+        let active: Vec<Arc<Pod>> = self
+            .workers
+            .values()
+            .filter_map(|h| match &*h.updates.borrow() {
+                PodUpdate::Present(p)
+                    if !terminal(p) && p.metadata.deletion_timestamp.is_none() =>
+                {
+                    Some(p.clone())
+                }
+                _ => None,
+            })
+            .collect();
+        let count = i64::try_from(active.len()).unwrap_or(i64::MAX);
+        if count + 1 > alloc.pods {
+            return Some((
+                "OutOfpods".into(),
+                format!(
+                    "Pod was rejected: Node didn't have enough resource: pods, requested: 1, used: {count}, capacity: {}",
+                    alloc.pods
+                ),
+            ));
+        }
+        let want = resources::pod_requests(pod);
+        let used = active
+            .iter()
+            .map(|p| resources::pod_requests(p))
+            .fold((0, 0), |(c, m), r| (c + r.cpu_millis, m + r.memory_bytes));
+        if want.cpu_millis > 0 && used.0 + want.cpu_millis > alloc.cpu_millis {
+            return Some((
+                "OutOfcpu".into(),
+                format!(
+                    "Pod was rejected: Node didn't have enough resource: cpu, requested: {}, used: {}, capacity: {}",
+                    want.cpu_millis, used.0, alloc.cpu_millis
+                ),
+            ));
+        }
+        if want.memory_bytes > 0 && used.1 + want.memory_bytes > alloc.memory_bytes {
+            return Some((
+                "OutOfmemory".into(),
+                format!(
+                    "Pod was rejected: Node didn't have enough resource: memory, requested: {}, used: {}, capacity: {}",
+                    want.memory_bytes, used.1, alloc.memory_bytes
+                ),
+            ));
+        }
+        None
+    }
+
+    async fn reject(&mut self, pod: &Pod, uid: &str, reason: String, message: String) {
+        tracing::info!(%uid, %reason, %message, "pod rejected");
+        self.shared
+            .recorder
+            .warning(&pod_ref(pod, None), &reason, message.clone());
+        let ns = pod.metadata.namespace.clone().unwrap_or_default();
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        let api: Api<Pod> = Api::namespaced(self.shared.client.clone(), &ns);
+        let patch = serde_json::json!({"status": {"phase": "Failed", "reason": reason, "message": message}});
+        match api
+            .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => {
+                self.rejected.insert(uid.to_owned());
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot mark the rejected pod Failed; will retry"),
+        }
+    }
+}
+
+/// What the relister compares: each container's and sandbox's state.
+type Snapshot = HashMap<String, Vec<(String, i32)>>;
+
+fn snapshot(
+    listed: &HashMap<String, (Vec<cri_api::PodSandbox>, Vec<cri_api::Container>)>,
+) -> Snapshot {
+    listed
+        .iter()
+        .map(|(uid, (sandboxes, containers))| {
+            let mut v: Vec<(String, i32)> = sandboxes
+                .iter()
+                .map(|s| (s.id.clone(), s.state))
+                .chain(containers.iter().map(|c| (c.id.clone(), c.state + 10)))
+                .collect();
+            v.sort();
+            (uid.clone(), v)
+        })
+        .collect()
+}
+
+/// Every [`RELIST`], lists the runtime and wakes the workers of pods whose
+/// sandboxes or containers changed; every [`HOUSEKEEPING`], once the pods
+/// have been listed, removes what the runtime holds for pods with no
+/// worker.
+async fn relist(shared: Arc<Shared>, registry: Registry, synced: Arc<AtomicBool>) {
+    let mut previous: Snapshot = HashMap::new();
+    let mut tick = tokio::time::interval(RELIST);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_housekeeping = tokio::time::Instant::now();
+    let mut failing = false;
+    loop {
+        tick.tick().await;
+        let listed = match runtime::by_pod(&shared.cri).await {
+            Ok(l) => {
+                if failing {
+                    tracing::info!("the container runtime answers again");
+                    failing = false;
+                }
+                l
+            }
+            Err(e) => {
+                if !failing {
+                    tracing::warn!(error = %chain(&e), "cannot list the runtime's containers");
+                    failing = true;
+                }
+                continue;
+            }
+        };
+        let now = snapshot(&listed);
+        let changed: Vec<&String> = now
+            .iter()
+            .filter(|(uid, v)| previous.get(*uid) != Some(v))
+            .map(|(uid, _)| uid)
+            .chain(previous.keys().filter(|uid| !now.contains_key(*uid)))
+            .collect();
+        if !changed.is_empty() {
+            let reg = registry.lock().unwrap_or_else(|e| e.into_inner());
+            for uid in changed {
+                if let Some(w) = reg.get(uid) {
+                    w.notify_one();
+                }
+            }
+        }
+        previous = now;
+        if synced.load(Ordering::SeqCst) && last_housekeeping.elapsed() >= HOUSEKEEPING {
+            last_housekeeping = tokio::time::Instant::now();
+            housekeeping(&shared, &registry, listed).await;
+        }
+    }
+}
+
+/// Stops and removes the sandboxes and containers of pods that have no
+/// worker (deleted while the kubelet was away), and their files.
+async fn housekeeping(
+    shared: &Shared,
+    registry: &Registry,
+    listed: HashMap<String, (Vec<cri_api::PodSandbox>, Vec<cri_api::Container>)>,
+) {
+    let known: HashSet<String> = registry
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .keys()
+        .cloned()
+        .collect();
+    for (uid, (sandboxes, containers)) in listed {
+        if known.contains(&uid) {
+            continue;
+        }
+        let name = sandboxes
+            .first()
+            .and_then(|s| s.labels.get(labels::POD_NAME).cloned())
+            .unwrap_or_default();
+        tracing::info!(%uid, pod = %name, "removing the sandboxes of a pod that is gone");
+        for c in &containers {
+            if c.state == cri_api::ContainerState::ContainerRunning as i32 {
+                let grace = c
+                    .annotations
+                    .get(labels::GRACE_PERIOD)
+                    .and_then(|g| g.parse().ok())
+                    .map_or(Duration::from_secs(2), Duration::from_secs);
+                if let Err(e) = shared.cri.stop_container(&c.id, grace).await {
+                    tracing::warn!(error = %chain(&e), "cannot stop an orphaned container");
+                }
+            }
+            let _ = shared.cri.remove_container(&c.id).await;
+        }
+        for s in &sandboxes {
+            if let Err(e) = shared.cri.remove_pod_sandbox(&s.id).await {
+                tracing::warn!(error = %chain(&e), "cannot remove an orphaned sandbox");
+            }
+        }
+        remove_pod_files(&shared.config.data_dir, &uid);
+    }
+    // Pod directories with neither a worker nor a sandbox.
+    if let Ok(entries) = std::fs::read_dir(shared.config.data_dir.join("pods")) {
+        for e in entries.flatten() {
+            let uid = e.file_name().to_string_lossy().into_owned();
+            if !known.contains(&uid) {
+                remove_pod_files(&shared.config.data_dir, &uid);
+            }
+        }
+    }
+}
