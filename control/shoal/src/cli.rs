@@ -136,11 +136,20 @@ pub struct PushArgs {
     pub file: PathBuf,
     /// The OCI reference to push to, e.g. 127.0.0.1:5000/hello:v1.
     pub reference: String,
+    /// The registry user; the password comes from --password-stdin or $SHOAL_REGISTRY_PASSWORD.
+    #[arg(long, short = 'u', env = "SHOAL_REGISTRY_USERNAME")]
+    pub username: Option<String>,
+    /// Read the registry password from standard input.
+    #[arg(long)]
+    pub password_stdin: bool,
+    /// Speak plain HTTP to this registry (loopback registries always are).
+    #[arg(long)]
+    pub insecure: bool,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum ImageCommand {
-    /// Load a module into a node's image store without a registry.
+    /// Load a module into a node's image store (DATA_DIR/images) without a registry.
     Import {
         /// The `.wasm` file.
         file: PathBuf,

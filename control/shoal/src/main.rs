@@ -1,6 +1,7 @@
 //! `shoal`: one binary for the whole cluster or any one of its components.
 
 mod cli;
+mod image;
 mod logging;
 mod store;
 
@@ -36,6 +37,12 @@ fn main() -> ExitCode {
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Server(args) | Command::Apiserver(args) => server(args).await,
+        Command::Push(args) => image::push(args).await,
+        Command::Image(cli::ImageCommand::Import {
+            file,
+            name,
+            data_dir,
+        }) => image::import(&file, &name, &data_dir),
         other => not_yet(other.component()),
     }
 }

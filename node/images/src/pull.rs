@@ -34,7 +34,7 @@ impl ImageStore {
                 }
                 Source::Oci(name) => self.pull_oci(name, auth).await?,
             };
-            tracing::info!(id = %image.id, size = image.size, "pulled");
+            tracing::debug!(id = %image.id, size = image.size, "pulled");
             Ok(image)
         }
         .instrument(span)

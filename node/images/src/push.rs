@@ -83,7 +83,7 @@ pub async fn push(
             .push_manifest(&name.reference, manifest, OCI_IMAGE_MEDIA_TYPE)
             .await?;
         let pushed = format!("{}@{manifest_digest}", name.repo);
-        tracing::info!(%pushed, size = layer_size, "pushed");
+        tracing::debug!(%pushed, size = layer_size, "pushed");
         Ok(pushed)
     }
     .instrument(span)

@@ -75,6 +75,9 @@ pub(crate) fn name(reference: &str) -> Result<Name, ImageError> {
             &format!("{e}; expected [REGISTRY[:PORT]/]REPOSITORY[:TAG][@sha256:DIGEST], lowercase repository"),
         )
     })?;
+    if parsed.repository().chars().any(|c| c.is_ascii_uppercase()) {
+        return Err(invalid(reference, "the repository name must be lowercase"));
+    }
     let repo = format!("{}/{}", parsed.registry(), parsed.repository());
     let (tag, digest) = match parsed.digest() {
         Some(d) => (None, Some(format!("{repo}@{d}"))),
@@ -168,6 +171,7 @@ mod tests {
         for bad in [
             "",
             "Upper/Case",
+            "Upper/case",
             "a b",
             "x@sha256:short",
             "https://ghcr.io/x/y",

@@ -89,7 +89,7 @@ impl ImageStore {
             .expect("an import name has a tag");
         let _span = tracing::info_span!("import", file = %wasm.display(), name = %tag).entered();
         let image = self.add_file(wasm, &tag)?;
-        tracing::info!(id = %image.id, size = image.size, "imported");
+        tracing::debug!(id = %image.id, size = image.size, "imported");
         Ok(image)
     }
 
@@ -160,7 +160,7 @@ impl ImageStore {
             Err(e) => return Err(ImageError::io("remove", path)(e)),
         }
         drop(lock);
-        tracing::info!(reference, %id, "image removed");
+        tracing::debug!(reference, %id, "image removed");
         Ok(())
     }
 
