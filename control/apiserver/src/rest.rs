@@ -776,7 +776,9 @@ async fn bind(
     Err(ApiError::modified("pods", "", &name))
 }
 
-/// Sets a status condition, keeping its transition time when unchanged.
+/// Sets a status condition, replacing its reason and message (as
+/// Kubernetes' `UpdatePodCondition`), keeping its transition time when the
+/// status is unchanged.
 pub fn set_condition(obj: &mut Value, ty: &str, status: &str, reason: Option<&str>) {
     if !obj["status"].is_object() {
         obj["status"] = json!({});
@@ -797,8 +799,12 @@ pub fn set_condition(obj: &mut Value, ty: &str, status: &str, reason: Option<&st
                 c["status"] = json!(status);
                 c["lastTransitionTime"] = json!(now);
             }
-            if let Some(r) = reason {
-                c["reason"] = json!(r);
+            if let Some(c) = c.as_object_mut() {
+                c.remove("message");
+                match reason {
+                    Some(r) => c.insert("reason".into(), json!(r)),
+                    None => c.remove("reason"),
+                };
             }
         }
         None => {

@@ -597,6 +597,42 @@ async fn bound_pods_terminate_gracefully_and_expire() {
 }
 
 #[tokio::test]
+async fn binding_replaces_an_unschedulable_condition() {
+    let a = api().await;
+    a.post(PODS, pod("u")).await;
+    // What the scheduler writes while no node fits.
+    let (code, _) = a
+        .patch(
+            &format!("{PODS}/u/status"),
+            "application/strategic-merge-patch+json",
+            json!({"status": {"conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                "message": "0/1 nodes are available: 1 Insufficient cpu.", "lastProbeTime": null,
+                "lastTransitionTime": "2026-01-01T00:00:00Z"}]}}),
+        )
+        .await;
+    assert_eq!(code, StatusCode::OK);
+    let (code, bound) = a
+        .post(
+            &format!("{PODS}/u/binding"),
+            json!({"target": {"kind": "Node", "name": "n1"}}),
+        )
+        .await;
+    assert_eq!(code, StatusCode::CREATED, "{bound}");
+    let (_, p) = a.get(&format!("{PODS}/u")).await;
+    let conditions = p["status"]["conditions"].as_array().unwrap();
+    let scheduled: Vec<&Value> = conditions
+        .iter()
+        .filter(|c| c["type"] == "PodScheduled")
+        .collect();
+    assert_eq!(scheduled.len(), 1, "{conditions:?}");
+    let c = scheduled[0];
+    assert_eq!(c["status"], "True");
+    assert!(c.get("reason").is_none(), "{c}");
+    assert!(c.get("message").is_none(), "{c}");
+    assert_ne!(c["lastTransitionTime"], "2026-01-01T00:00:00Z", "{c}");
+}
+
+#[tokio::test]
 async fn delete_preconditions_dry_run_and_collections() {
     let a = api().await;
     a.post(CMS, cm("p1")).await;

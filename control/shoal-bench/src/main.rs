@@ -5,6 +5,7 @@
 
 mod api;
 mod report;
+mod scheduler;
 mod store;
 
 use clap::{Parser, ValueEnum};
@@ -41,6 +42,11 @@ enum Suite {
     /// (internal) the apiserver the `api` suite measures.
     #[value(hide = true)]
     ServeApi,
+    /// The scheduler: pods bound per second on 1,000 hollow nodes.
+    Scheduler,
+    /// (internal) the apiserver and scheduler the `scheduler` suite measures.
+    #[value(hide = true)]
+    ServeScheduler,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -69,6 +75,13 @@ async fn run() -> anyhow::Result<()> {
                 .data_dir
                 .ok_or_else(|| anyhow::anyhow!("serve-api needs --data-dir"))?;
             api::serve(&dir, args.port.unwrap_or(0), args.etcd).await
+        }
+        Suite::Scheduler => scheduler::run(args.scale).await,
+        Suite::ServeScheduler => {
+            let dir = args
+                .data_dir
+                .ok_or_else(|| anyhow::anyhow!("serve-scheduler needs --data-dir"))?;
+            scheduler::serve(&dir, args.port.unwrap_or(0)).await
         }
     }
 }

@@ -97,6 +97,9 @@ pub struct ServerArgs {
     /// The apiserver's HTTPS port.
     #[arg(long, default_value_t = 6443)]
     pub https_port: u16,
+    /// Run no scheduler inside the server (run `shoal scheduler` instead).
+    #[arg(long)]
+    pub disable_scheduler: bool,
 }
 
 #[derive(Debug, Args)]

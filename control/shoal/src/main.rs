@@ -3,6 +3,7 @@
 mod cli;
 mod image;
 mod logging;
+mod scheduler;
 mod store;
 
 use clap::Parser;
@@ -36,7 +37,12 @@ fn main() -> ExitCode {
 
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Server(args) | Command::Apiserver(args) => server(args).await,
+        Command::Server(args) => {
+            let with_scheduler = !args.disable_scheduler;
+            server(args, with_scheduler).await
+        }
+        Command::Apiserver(args) => server(args, false).await,
+        Command::Scheduler(args) => scheduler::run(args).await,
         Command::Push(args) => image::push(args).await,
         Command::Image(cli::ImageCommand::Import {
             file,
@@ -47,9 +53,10 @@ async fn run(command: Command) -> anyhow::Result<()> {
     }
 }
 
-/// The control plane: the store and the apiserver over it. The scheduler
-/// and controller-manager join as they are built.
-async fn server(args: ServerArgs) -> anyhow::Result<()> {
+/// The control plane: the store, the apiserver over it and (for `shoal
+/// server`) the scheduler, started once the apiserver is bound. The
+/// controller-manager joins when it is built.
+async fn server(args: ServerArgs, with_scheduler: bool) -> anyhow::Result<()> {
     let data_dir = args.data_dir.resolve();
     std::fs::create_dir_all(&data_dir).map_err(|e| {
         anyhow::anyhow!(
@@ -74,9 +81,17 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
         "shoal server is up: https://{addr}, {what}.\nUse it with:  export KUBECONFIG={}; kubectl get namespaces",
         kubeconfig.display()
     );
+    let scheduler = if with_scheduler {
+        Some(scheduler::InServer::start(&kubeconfig).await?)
+    } else {
+        None
+    };
     api.serve(async move {
         shutdown.await;
         tracing::info!("stopping");
+        if let Some(s) = scheduler {
+            s.stop().await;
+        }
     })
     .await
     .map_err(|e| anyhow::anyhow!("{}", error_chain(&e)))?;

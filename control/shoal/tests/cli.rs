@@ -48,7 +48,6 @@ fn help_lists_every_component() {
 fn components_not_built_yet_say_so_and_fail() {
     for args in [
         vec!["node"],
-        vec!["scheduler"],
         vec!["cri"],
     ] {
         let out = shoal().args(&args).output().unwrap();

@@ -1,0 +1,275 @@
+//! `shoal-bench scheduler`: pods bound per second, with 1,000 hollow nodes
+//! (Node objects with capacity, allocatable and a Ready condition, plus
+//! their Leases; no kubelet) and 10,000 pods created as fast as 64 clients
+//! can. Measured from the first create to the last pod a watch sees bound;
+//! also create-to-bound latency per pod.
+//!
+//! The apiserver and the scheduler run in a child process (this binary
+//! re-executed as `shoal-bench serve-scheduler`), as `shoal server` runs
+//! them: the scheduler in-process, through the admin kubeconfig, with
+//! leader election.
+
+use crate::report::{Latencies, emit};
+use anyhow::Context;
+use futures::StreamExt;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::api::{Api, ListParams, PostParams, WatchParams};
+use kube::core::WatchEvent;
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Concurrent clients creating nodes and pods.
+const CLIENTS: usize = 64;
+
+/// Runs the apiserver and the scheduler in this process until killed (the child side).
+pub async fn serve(data_dir: &Path, port: u16) -> anyhow::Result<()> {
+    let store: store::DynStore = Arc::new(store::embedded::EmbeddedStore::open(
+        store::embedded::EmbeddedConfig::new(data_dir.join("store")),
+    )?);
+    let mut config = apiserver::Config::new(data_dir);
+    config.port = port;
+    config.max_inflight = 4096;
+    let server = apiserver::ApiServer::build(config, store).await?;
+    let client = ::scheduler::connect(Some(server.kubeconfig())).await?;
+    tokio::spawn(
+        ::scheduler::Scheduler::new(client, ::scheduler::Config::default())
+            .run(std::future::pending()),
+    );
+    eprintln!("ready");
+    server.serve(std::future::pending()).await?;
+    Ok(())
+}
+
+struct Server {
+    child: Child,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start() -> anyhow::Result<Server> {
+    let dir = tempfile::Builder::new()
+        .prefix("shoal-bench-scheduler")
+        .tempdir_in("/var/tmp")?;
+    let port = testbed::free_port();
+    let mut child = Command::new(std::env::current_exe()?)
+        .args(["serve-scheduler", "--data-dir"])
+        .arg(dir.path())
+        .args(["--port", &port.to_string()])
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let stderr = child.stderr.take().context("stderr")?;
+    let mut lines = BufReader::new(stderr).lines();
+    loop {
+        match lines.next() {
+            Some(Ok(line)) if line == "ready" => break,
+            Some(Ok(_)) => continue,
+            _ => anyhow::bail!("the benchmark apiserver did not start"),
+        }
+    }
+    std::thread::spawn(move || lines.for_each(drop));
+    Ok(Server { child, dir })
+}
+
+fn hollow_node(name: &str) -> anyhow::Result<Node> {
+    Ok(serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name, "shoal.dev/hollow": "true"}},
+        "status": {
+            "capacity": {"cpu": "4", "memory": "16Gi", "pods": "110"},
+            "allocatable": {"cpu": "4", "memory": "16Gi", "pods": "110"},
+            "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady"}],
+        }
+    }))?)
+}
+
+fn node_lease(name: &str) -> anyhow::Result<Lease> {
+    Ok(serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name, "namespace": "kube-node-lease"},
+        "spec": {"holderIdentity": name, "leaseDurationSeconds": 40}
+    }))?)
+}
+
+fn pod(name: &str) -> anyhow::Result<Pod> {
+    Ok(serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "labels": {"app": "bench"}},
+        "spec": {"containers": [{"name": "fn", "image": "registry.local/hello-http:v1",
+                 "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}}}]}
+    }))?)
+}
+
+/// Runs `op(0..total)` from [`CLIENTS`] concurrent tasks.
+async fn concurrently<F, Fut>(total: usize, op: F) -> anyhow::Result<()>
+where
+    F: Fn(usize) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = anyhow::Result<()>> + Send,
+{
+    let tasks: Vec<_> = (0..CLIENTS)
+        .map(|w| {
+            let op = op.clone();
+            tokio::spawn(async move {
+                for i in (w..total).step_by(CLIENTS) {
+                    op(i).await?;
+                }
+                anyhow::Ok(())
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await??;
+    }
+    Ok(())
+}
+
+/// Watches pods from `rv` until `total` are seen bound; returns when each
+/// was first seen bound, by name, and the bound count per node.
+async fn watch_bound(
+    pods: Api<Pod>,
+    mut rv: String,
+    total: usize,
+) -> anyhow::Result<(HashMap<String, Instant>, HashMap<String, usize>)> {
+    let mut bound: HashMap<String, Instant> = HashMap::with_capacity(total);
+    let mut per_node: HashMap<String, usize> = HashMap::new();
+    while bound.len() < total {
+        let mut stream = pods.watch(&WatchParams::default(), &rv).await?.boxed();
+        while let Some(event) = stream.next().await {
+            let p = match event? {
+                WatchEvent::Added(p) | WatchEvent::Modified(p) => p,
+                WatchEvent::Bookmark(b) => {
+                    rv = b.metadata.resource_version;
+                    continue;
+                }
+                WatchEvent::Deleted(_) => continue,
+                WatchEvent::Error(e) => anyhow::bail!("the watch failed: {e:?}"),
+            };
+            if let Some(v) = &p.metadata.resource_version {
+                rv.clone_from(v);
+            }
+            let node = p.spec.as_ref().and_then(|s| s.node_name.clone());
+            if let (Some(node), Some(name)) = (node, p.metadata.name)
+                && !bound.contains_key(&name)
+            {
+                bound.insert(name, Instant::now());
+                *per_node.entry(node).or_default() += 1;
+                if bound.len() == total {
+                    break;
+                }
+            }
+        }
+    }
+    Ok((bound, per_node))
+}
+
+pub async fn run(scale: f64) -> anyhow::Result<()> {
+    let n = |x: f64| ((x * scale).round() as usize).max(1);
+    let (node_count, pod_count) = (n(1000.0), n(10000.0));
+    let server = start()?;
+    let client = ::scheduler::connect(Some(&server.dir.path().join("admin.kubeconfig"))).await?;
+
+    let nodes: Api<Node> = Api::all(client.clone());
+    let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-node-lease");
+    concurrently(node_count, move |i| {
+        let (nodes, leases) = (nodes.clone(), leases.clone());
+        async move {
+            let name = format!("hollow-{i:04}");
+            nodes
+                .create(&PostParams::default(), &hollow_node(&name)?)
+                .await?;
+            leases
+                .create(&PostParams::default(), &node_lease(&name)?)
+                .await?;
+            anyhow::Ok(())
+        }
+    })
+    .await?;
+
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let rv = pods
+        .list(&ListParams::default().limit(1))
+        .await?
+        .metadata
+        .resource_version
+        .unwrap_or_default();
+    let watcher = tokio::spawn(watch_bound(pods.clone(), rv, pod_count));
+
+    let created: Arc<Mutex<HashMap<String, Instant>>> =
+        Arc::new(Mutex::new(HashMap::with_capacity(pod_count)));
+    let started = Instant::now();
+    concurrently(pod_count, {
+        let (pods, created) = (pods.clone(), created.clone());
+        move |i| {
+            let (pods, created) = (pods.clone(), created.clone());
+            async move {
+                let name = format!("bench-{i:05}");
+                let p = pod(&name)?;
+                let t = Instant::now();
+                pods.create(&PostParams::default(), &p).await?;
+                created.lock().expect("lock").insert(name, t);
+                anyhow::Ok(())
+            }
+        }
+    })
+    .await?;
+    let create_done = started.elapsed();
+    let (bound, per_node) = tokio::time::timeout(Duration::from_secs(600), watcher)
+        .await
+        .context("not every pod was bound within 10 minutes")???;
+    let last = bound.values().max().copied().context("no pod bound")?;
+    let elapsed = last - started;
+
+    let created = created.lock().expect("lock");
+    let mut latency = Latencies::default();
+    for (name, at) in &bound {
+        if let Some(c) = created.get(name) {
+            latency.push(at.saturating_duration_since(*c));
+        }
+    }
+    emit(
+        "scheduler",
+        "pods_bound_per_s",
+        pod_count as f64 / elapsed.as_secs_f64(),
+        "pods/s",
+        None,
+    );
+    emit(
+        "scheduler",
+        "pods_created_per_s",
+        pod_count as f64 / create_done.as_secs_f64(),
+        "pods/s",
+        None,
+    );
+    emit(
+        "scheduler",
+        "create_to_bound_p50",
+        latency.percentile_ms(50.0),
+        "ms",
+        None,
+    );
+    emit(
+        "scheduler",
+        "create_to_bound_p99",
+        latency.percentile_ms(99.0),
+        "ms",
+        None,
+    );
+    let most = per_node.values().max().copied().unwrap_or(0);
+    let least = if per_node.len() < node_count {
+        0
+    } else {
+        per_node.values().min().copied().unwrap_or(0)
+    };
+    emit("scheduler", "pods_per_node_max", most as f64, "pods", None);
+    emit("scheduler", "pods_per_node_min", least as f64, "pods", None);
+    Ok(())
+}
