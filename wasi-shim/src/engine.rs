@@ -1,6 +1,9 @@
 //! `Engine`: the one wasmtime engine of a node. Pooling allocator, epoch
 //! interruption driven by a ticker thread, Cranelift at opt level `speed`,
-//! parallel compilation, and a compile cache keyed by content digest.
+//! parallel compilation, a compile cache keyed by content digest, and the
+//! guest runtime: the tokio runtime commands run on, whose threads run at a
+//! low OS priority (a higher nice value) so that a spinning or flooding
+//! command cannot take the CPU from HTTP functions served at normal priority.
 //!
 //! The cache has two tiers and no `unsafe` of ours: compiled modules stay in
 //! memory keyed by sha256(bytes ‖ engine compatibility hash), and with
@@ -22,7 +25,7 @@ use wasmtime::{
 };
 
 use crate::error::{ShimError, chain};
-use crate::run::{P1Host, P2Host};
+use crate::host::{P1Host, P2Host};
 
 /// How the node's engine is sized. The pooling allocator reserves virtual
 /// address space for every memory slot up front (about 4 GiB each), so size
@@ -52,6 +55,14 @@ pub struct EngineConfig {
     /// Where wasmtime keeps compiled code across restarts; `None` keeps the
     /// cache in memory only.
     pub cache_dir: Option<PathBuf>,
+    /// Worker threads of the guest runtime, where commands run. The default,
+    /// one fewer than the machine's cores (at least one), always leaves a
+    /// core to HTTP serving, however many commands spin.
+    pub guest_threads: usize,
+    /// The nice value of the guest runtime's threads (0 to 19; higher is a
+    /// lower priority). HTTP functions are served on the caller's runtime at
+    /// its own priority.
+    pub guest_nice: i32,
 }
 
 impl Default for EngineConfig {
@@ -67,6 +78,9 @@ impl Default for EngineConfig {
             max_wasm_stack: 512 << 10,
             epoch_tick: Duration::from_millis(10),
             cache_dir: None,
+            guest_threads: std::thread::available_parallelism()
+                .map_or(1, |n| usize::from(n).saturating_sub(1).max(1)),
+            guest_nice: 10,
         }
     }
 }
@@ -213,11 +227,19 @@ pub(crate) struct Inner {
     disk: Option<Cache>,
     stats: [AtomicU64; 3],
     stop_ticker: Arc<AtomicBool>,
+    guests: tokio::runtime::Handle,
+    /// Owned here only to be shut down without blocking when the engine goes.
+    guest_runtime: Option<tokio::runtime::Runtime>,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
         self.stop_ticker.store(true, Ordering::Relaxed);
+        if let Some(rt) = self.guest_runtime.take() {
+            // The last engine may be dropped inside an async context, where
+            // a blocking shutdown would panic.
+            rt.shutdown_background();
+        }
     }
 }
 
@@ -258,8 +280,11 @@ impl Engine {
         let mut p1_linker = wasmtime::Linker::new(&wasmtime);
         wasmtime_wasi::p1::add_to_linker_async(&mut p1_linker, |h: &mut P1Host| &mut h.wasi)
             .map_err(err)?;
+        // All of p2 plus wasi:http: Rust-built HTTP functions import
+        // wasi:cli too, and commands may send HTTP requests.
         let mut p2_linker = wasmtime::component::Linker::new(&wasmtime);
         wasmtime_wasi::p2::add_to_linker_async(&mut p2_linker).map_err(err)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut p2_linker).map_err(err)?;
 
         let mut h = DefaultHasher::new();
         wasmtime.precompile_compatibility_hash().hash(&mut h);
@@ -279,6 +304,17 @@ impl Engine {
                 message: format!("cannot start the epoch ticker: {e}"),
             })?;
 
+        let nice = config.guest_nice;
+        let guest_runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(config.guest_threads.max(1))
+            .thread_name("wasi-shim-guest")
+            .on_thread_start(move || crate::priority::lower_this_thread(nice))
+            .enable_all()
+            .build()
+            .map_err(|e| ShimError::Engine {
+                message: format!("cannot start the guest runtime: {e}"),
+            })?;
+
         Ok(Self {
             inner: Arc::new(Inner {
                 wasmtime,
@@ -290,6 +326,8 @@ impl Engine {
                 disk,
                 stats: Default::default(),
                 stop_ticker,
+                guests: guest_runtime.handle().clone(),
+                guest_runtime: Some(guest_runtime),
             }),
         })
     }
@@ -297,6 +335,11 @@ impl Engine {
     /// The configuration the engine was built with.
     pub fn config(&self) -> &EngineConfig {
         &self.inner.config
+    }
+
+    /// The runtime commands run on.
+    pub(crate) fn guest_runtime(&self) -> &tokio::runtime::Handle {
+        &self.inner.guests
     }
 
     /// The compile cache's counters.

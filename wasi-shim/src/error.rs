@@ -1,6 +1,7 @@
 //! `ShimError`: why a guest could not be started. How a started guest ended
 //! (exit code, trap, limits) is not an error: see [`crate::Exit`].
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 /// A failure before or around a guest's run, typed by who is to blame: the
@@ -47,6 +48,23 @@ pub enum ShimError {
     Engine {
         /// The engine's configuration error.
         message: String,
+    },
+    /// The component is an HTTP function (it exports
+    /// `wasi:http/incoming-handler` and no `wasi:cli/run`) but its sandbox
+    /// says nowhere to serve it.
+    #[error(
+        "the guest is an HTTP function (it exports wasi:http/incoming-handler) but its sandbox has \
+         no listen address: set one with SandboxBuilder::http_listen (for a pod, its IP and containerPort)"
+    )]
+    NoHttpListen,
+    /// The HTTP function's listen address could not be bound.
+    #[error("cannot listen on {addr} to serve the HTTP function")]
+    Listen {
+        /// The address from the sandbox.
+        addr: SocketAddr,
+        /// The underlying I/O error.
+        #[source]
+        source: std::io::Error,
     },
     /// The run's task ended without a result (it panicked or its runtime shut
     /// down).

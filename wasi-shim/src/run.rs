@@ -1,24 +1,27 @@
-//! Running a guest: a p1 module's `_start` or a p2 command's `wasi:cli/run`,
-//! in its own store, raced against its kill handle and deadline. Every epoch
-//! tick the guest yields to the executor (after a pause that holds it to its
-//! CPU limit), so a guest that never makes a call can still be stopped.
+//! Starting a guest and running a command: [`Engine::spawn`] loads the
+//! module and tells a command (a p1 module's `_start`, a p2 component's
+//! `wasi:cli/run`) from an HTTP function (`crate::serve`). A command runs in
+//! its own store on the engine's low-priority guest runtime, raced against
+//! its kill handle and deadline; every epoch tick it yields to the executor
+//! (`crate::host::Guard`), so a guest that never makes a call can still be
+//! stopped.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::Notify;
-use wasmtime::component::ResourceTable;
-use wasmtime::{Store, Trap, UpdateDeadline, WasmBacktrace};
-use wasmtime_wasi::p1::WasiP1Ctx;
+use tracing::Instrument;
+use wasmtime::{Store, Trap, WasmBacktrace};
+use wasmtime_wasi::I32Exit;
 use wasmtime_wasi::p2::bindings::Command;
-use wasmtime_wasi::{I32Exit, WasiCtx, WasiCtxView, WasiView};
 
-use crate::engine::{CacheOutcome, Compiled, Engine, ModuleSource};
+use crate::control::{Control, KillHandle, Phase, PhaseGuard, Running, Signal};
+use crate::engine::{CacheOutcome, Compiled, Engine, Loaded, ModuleSource};
 use crate::error::{ShimError, chain};
+use crate::host::{Guard, P1Host, P2Host, Stop};
 use crate::limits::{Limiter, MemoryLimitExceeded};
 use crate::sandbox::Sandbox;
+use crate::serve;
 use crate::wasi;
 
 /// The exit code of a guest killed, stopped at its deadline or out of memory,
@@ -26,6 +29,9 @@ use crate::wasi;
 pub const KILLED_EXIT_CODE: i32 = 137;
 /// The exit code of a guest that trapped.
 pub const TRAP_EXIT_CODE: i32 = 1;
+/// The exit code of a command stopped by [`KillHandle::terminate`], as for a
+/// process ended by SIGTERM (128 + 15).
+pub const TERMINATED_EXIT_CODE: i32 = 143;
 
 /// How a guest's run ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -45,26 +51,32 @@ pub enum ExitReason {
     },
     /// Its wall-clock deadline passed.
     Deadline,
-    /// Its kill handle was used.
+    /// Its kill handle was used (for an HTTP function: killed, or its
+    /// drain did not finish within the grace period).
     Killed,
+    /// A command stopped by [`KillHandle::terminate`] (WASI has no signals:
+    /// it ends at once, as a process with the default SIGTERM action).
+    Terminated,
 }
 
 /// The end of a run.
 #[derive(Clone, Debug)]
 pub struct Exit {
     /// The exit code as Kubernetes shows it: the guest's own, 1 for a trap,
-    /// 137 for killed, deadline and out of memory.
+    /// 137 for killed, deadline and out of memory, 143 for terminated.
     pub code: i32,
     /// Why it ended.
     pub reason: ExitReason,
     /// The Wasm backtrace of a trap.
     pub backtrace: Option<String>,
-    /// Time spent running guest code (measured between epoch checkpoints, so
-    /// to within about one epoch tick per slice).
+    /// Time spent running guest code, measured between epoch checkpoints
+    /// (to within about one tick per slice; for an HTTP function, summed
+    /// over its requests).
     pub cpu_time: Duration,
     /// Time from instantiation to the end.
     pub wall_time: Duration,
-    /// The largest total linear memory the guest had.
+    /// The largest total linear memory the guest had (for an HTTP function,
+    /// summed over the instances alive at once).
     pub peak_memory_bytes: u64,
     /// Where the compiled code came from.
     pub cache: CacheOutcome,
@@ -77,161 +89,129 @@ impl Exit {
     }
 }
 
-/// Stops a running guest, within about one epoch tick even if it never
-/// makes a call.
-#[derive(Clone, Debug)]
-pub struct KillHandle(Arc<Control>);
-
-impl KillHandle {
-    /// Asks the guest to stop; its exit reason becomes [`ExitReason::Killed`].
-    pub fn kill(&self) {
-        self.0.killed.store(true, Ordering::SeqCst);
-        self.0.notify.notify_one();
-    }
-}
-
-/// A guest running on a tokio task. Dropping it detaches the guest (it runs
-/// on); use [`KillHandle::kill`] to stop it.
-#[derive(Debug)]
-pub struct Running {
-    kill: KillHandle,
-    task: tokio::task::JoinHandle<Result<Exit, ShimError>>,
-}
-
-impl Running {
-    /// A handle that stops the guest.
-    pub fn kill_handle(&self) -> KillHandle {
-        self.kill.clone()
-    }
-
-    /// Waits for the end of the run.
-    pub async fn wait(self) -> Result<Exit, ShimError> {
-        self.task.await.map_err(|e| ShimError::Task {
-            message: e.to_string(),
-        })?
-    }
-}
-
-#[derive(Debug, Default)]
-struct Control {
-    killed: AtomicBool,
-    notify: Notify,
-}
-
-impl Control {
-    async fn killed(&self) {
-        while !self.killed.load(Ordering::SeqCst) {
-            self.notify.notified().await;
-        }
-    }
-}
-
-/// Why the epoch callback stopped a guest.
-#[derive(Debug, thiserror::Error)]
-enum Stop {
-    #[error("killed")]
-    Killed,
-    #[error("deadline exceeded")]
-    Deadline,
-}
-
-pub(crate) struct P1Host {
-    pub(crate) wasi: WasiP1Ctx,
-    limiter: Limiter,
-}
-
-pub(crate) struct P2Host {
-    ctx: WasiCtx,
-    table: ResourceTable,
-    limiter: Limiter,
-}
-
-impl WasiView for P2Host {
-    fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView {
-            ctx: &mut self.ctx,
-            table: &mut self.table,
-        }
-    }
-}
-
-/// CPU accounting shared with the epoch callback.
-#[derive(Debug)]
-struct Meter {
-    cpu: Duration,
-    last_resume: Instant,
-}
-
-enum Failure {
+pub(crate) enum Failure {
     Instantiate(wasmtime::Error),
     Run(wasmtime::Error),
 }
 
-enum Outcome {
-    Done(Result<i32, Failure>),
+/// How a race between a guest and its stop signals ended.
+pub(crate) enum Outcome<T> {
+    Done(T),
     Killed,
+    Terminated,
     Deadline,
 }
 
 impl Engine {
-    /// Runs a guest to its end in `sandbox`.
+    /// Runs a guest to its end in `sandbox` (on the engine's guest runtime;
+    /// call inside a tokio runtime). Dropping the future kills the guest. An
+    /// HTTP function only ends when stopped, so start one with
+    /// [`spawn`](Self::spawn).
     pub async fn run(&self, source: ModuleSource, sandbox: &Sandbox) -> Result<Exit, ShimError> {
-        execute(self.clone(), source, sandbox.clone(), Arc::default()).await
+        let running = self.spawn(source, sandbox);
+        let mut kill = KillOnDrop(Some(running.kill_handle()));
+        let exit = running.wait().await;
+        kill.0 = None;
+        exit
     }
 
-    /// Starts a guest on a tokio task (call inside a tokio runtime).
+    /// Starts a guest (call inside a tokio runtime) and returns at once.
+    ///
+    /// The module is loaded (compiled once per digest) on a task of the
+    /// calling runtime, then:
+    /// - a core module, or a component exporting `wasi:cli/run`, is a
+    ///   command: it runs on the engine's guest runtime (low OS priority)
+    ///   until it exits;
+    /// - a component exporting `wasi:http/incoming-handler` and no
+    ///   `wasi:cli/run` is an HTTP function: it is served on the sandbox's
+    ///   [`http_listen`](crate::SandboxBuilder::http_listen) address by the
+    ///   calling runtime, one fresh instance per request, until stopped.
+    ///   Without a listen address it ends with [`ShimError::NoHttpListen`].
     pub fn spawn(&self, source: ModuleSource, sandbox: &Sandbox) -> Running {
         let control = Arc::new(Control::default());
-        let task = tokio::spawn(execute(
+        let task = tokio::spawn(start(
             self.clone(),
             source,
             sandbox.clone(),
             control.clone(),
         ));
-        Running {
-            kill: KillHandle(control),
-            task,
+        Running { control, task }
+    }
+}
+
+/// Kills the guest if `run`'s future is dropped before the end.
+struct KillOnDrop(Option<KillHandle>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(k) = self.0.take() {
+            k.kill();
         }
     }
 }
 
-async fn execute(
+async fn start(
     engine: Engine,
     source: ModuleSource,
     sandbox: Sandbox,
     control: Arc<Control>,
 ) -> Result<Exit, ShimError> {
+    let _ended = PhaseGuard(control.clone());
     let loaded = engine.load(&source).await?;
+    if let Compiled::Component(component) = &loaded.compiled
+        && serve::is_http_function(&engine.inner.wasmtime, component)
+    {
+        let span = tracing::info_span!("http_function", digest = %loaded.digest);
+        return serve::serve(engine, loaded, sandbox, control)
+            .instrument(span)
+            .await;
+    }
+    control.set_phase(Phase::Command);
+    let span = tracing::info_span!("command", digest = %loaded.digest);
+    let guests = engine.guest_runtime().clone();
+    guests
+        .spawn(execute(engine, loaded, sandbox, control).instrument(span))
+        .await
+        .map_err(|e| ShimError::Task {
+            message: e.to_string(),
+        })?
+}
+
+async fn execute(
+    engine: Engine,
+    loaded: Loaded,
+    sandbox: Sandbox,
+    control: Arc<Control>,
+) -> Result<Exit, ShimError> {
     let inner = &engine.inner;
-    let mut wasi = wasi::builder(&sandbox)?;
-    let limiter = Limiter::new(sandbox.memory_limit, sandbox.max_instances);
+    let limiter = Limiter::new(
+        sandbox.memory_limit,
+        sandbox.max_instances,
+        control.meters.clone(),
+    );
     let started = Instant::now();
     let deadline = sandbox.deadline.map(|d| started + d);
-    let meter = Arc::new(Mutex::new(Meter {
-        cpu: Duration::ZERO,
-        last_resume: started,
-    }));
-    let arm = Arming {
+    let guard = Guard {
         control: control.clone(),
         deadline,
         cpu_limit: sandbox.cpu_limit,
-        meter: meter.clone(),
         tick: inner.config.epoch_tick,
+        stop_on_terminate: true,
     };
 
-    let (outcome, limiter) = match loaded.compiled {
+    let (outcome, cpu, limiter) = match &loaded.compiled {
         Compiled::Core(module) => {
             let host = P1Host {
-                wasi: wasi.build_p1(),
+                wasi: wasi::builder(&sandbox)?.build_p1(),
                 limiter,
             };
             let mut store = Store::new(&inner.wasmtime, host);
             store.limiter(|h| &mut h.limiter);
-            arm.arm(&mut store);
-            let outcome = race(&control, deadline, async {
+            let cpu = guard.arm(&mut store);
+            let outcome = race(&control, deadline, true, async {
                 let instance = inner
                     .p1_linker
-                    .instantiate_async(&mut store, &module)
+                    .instantiate_async(&mut store, module)
                     .await
                     .map_err(Failure::Instantiate)?;
                 let start = instance
@@ -244,19 +224,15 @@ async fn execute(
                 Ok(0)
             })
             .await;
-            (outcome, store.into_data().limiter)
+            (outcome, cpu, store.into_data().limiter)
         }
         Compiled::Component(component) => {
-            let host = P2Host {
-                ctx: wasi.build(),
-                table: ResourceTable::new(),
-                limiter,
-            };
+            let host = P2Host::new(&sandbox, limiter)?;
             let mut store = Store::new(&inner.wasmtime, host);
             store.limiter(|h| &mut h.limiter);
-            arm.arm(&mut store);
-            let outcome = race(&control, deadline, async {
-                let command = Command::instantiate_async(&mut store, &component, &inner.p2_linker)
+            let cpu = guard.arm(&mut store);
+            let outcome = race(&control, deadline, true, async {
+                let command = Command::instantiate_async(&mut store, component, &inner.p2_linker)
                     .await
                     .map_err(Failure::Instantiate)?;
                 match command.wasi_cli_run().call_run(&mut store).await {
@@ -266,29 +242,23 @@ async fn execute(
                 }
             })
             .await;
-            (outcome, store.into_data().limiter)
+            (outcome, cpu, store.into_data().limiter)
         }
     };
 
     let ended = Instant::now();
-    let cpu_time = {
-        let m = meter.lock().unwrap_or_else(|e| e.into_inner());
-        m.cpu
-            + ended
-                .saturating_duration_since(m.last_resume)
-                .min(inner.config.epoch_tick * 2)
-    };
     let exit = |code, reason, backtrace| Exit {
         code,
         reason,
         backtrace,
-        cpu_time,
+        cpu_time: cpu.get(),
         wall_time: ended - started,
         peak_memory_bytes: limiter.peak as u64,
         cache: loaded.cache,
     };
     let exit = match outcome {
         Outcome::Killed => exit(KILLED_EXIT_CODE, ExitReason::Killed, None),
+        Outcome::Terminated => exit(TERMINATED_EXIT_CODE, ExitReason::Terminated, None),
         Outcome::Deadline => exit(KILLED_EXIT_CODE, ExitReason::Deadline, None),
         Outcome::Done(Ok(code)) => exit(code, ExitReason::Exited, None),
         Outcome::Done(Err(Failure::Instantiate(e))) => {
@@ -325,13 +295,14 @@ async fn execute(
 }
 
 /// Maps a run's error to an exit code and reason.
-fn classify(e: &wasmtime::Error, memory_exceeded: bool) -> (i32, ExitReason) {
+pub(crate) fn classify(e: &wasmtime::Error, memory_exceeded: bool) -> (i32, ExitReason) {
     if let Some(exit) = e.downcast_ref::<I32Exit>() {
         return (exit.0, ExitReason::Exited);
     }
     if let Some(stop) = e.downcast_ref::<Stop>() {
         return match stop {
             Stop::Killed => (KILLED_EXIT_CODE, ExitReason::Killed),
+            Stop::Terminated => (TERMINATED_EXIT_CODE, ExitReason::Terminated),
             Stop::Deadline => (KILLED_EXIT_CODE, ExitReason::Deadline),
         };
     }
@@ -379,75 +350,36 @@ fn recursing(e: &wasmtime::Error) -> bool {
             .all(|f| f.func_index() == frames[0].func_index())
 }
 
-/// Races the guest against its kill handle and deadline (which also catch a
-/// guest blocked in a host call, where the epoch callback cannot run).
-async fn race(
+/// Races the guest against its stop signals and deadline (which also catch
+/// a guest blocked in a host call, where the epoch callback cannot run). A
+/// terminate stops it only if `stop_on_terminate`.
+pub(crate) async fn race<T>(
     control: &Control,
     deadline: Option<Instant>,
-    guest: impl Future<Output = Result<i32, Failure>>,
-) -> Outcome {
+    stop_on_terminate: bool,
+    guest: impl Future<Output = T>,
+) -> Outcome<T> {
     let deadline = async {
         match deadline {
             Some(d) => tokio::time::sleep_until(d.into()).await,
             None => std::future::pending().await,
         }
     };
+    let stop = async {
+        if stop_on_terminate {
+            match control.stopping().await {
+                Signal::Kill => Outcome::Killed,
+                _ => Outcome::Terminated,
+            }
+        } else {
+            control.killed().await;
+            Outcome::Killed
+        }
+    };
     tokio::select! {
         biased;
-        () = control.killed() => Outcome::Killed,
+        o = stop => o,
         () = deadline => Outcome::Deadline,
         r = guest => Outcome::Done(r),
-    }
-}
-
-/// The epoch callback's state.
-struct Arming {
-    control: Arc<Control>,
-    deadline: Option<Instant>,
-    cpu_limit: Option<f64>,
-    meter: Arc<Mutex<Meter>>,
-    tick: Duration,
-}
-
-impl Arming {
-    /// At every epoch tick: stop if killed or past the deadline; count the
-    /// slice just run; yield, pausing long enough to keep the guest within
-    /// its CPU limit.
-    fn arm<T: 'static>(self, store: &mut Store<T>) {
-        let Arming {
-            control,
-            deadline,
-            cpu_limit,
-            meter,
-            tick,
-        } = self;
-        let throttle = cpu_limit.filter(|&c| c > 0.0 && c < 1.0);
-        store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(move |_| {
-            if control.killed.load(Ordering::SeqCst) {
-                return Err(wasmtime::Error::new(Stop::Killed));
-            }
-            let now = Instant::now();
-            if deadline.is_some_and(|d| now >= d) {
-                return Err(wasmtime::Error::new(Stop::Deadline));
-            }
-            let mut m = meter.lock().unwrap_or_else(|e| e.into_inner());
-            let slice = now.saturating_duration_since(m.last_resume).min(tick * 2);
-            m.cpu += slice;
-            match throttle {
-                Some(cores) => {
-                    let pause = slice.mul_f64((1.0 - cores) / cores);
-                    m.last_resume = now + pause;
-                    Ok(UpdateDeadline::YieldCustom(
-                        1,
-                        Box::pin(tokio::time::sleep(pause)),
-                    ))
-                }
-                None => {
-                    m.last_resume = now;
-                    Ok(UpdateDeadline::Yield(1))
-                }
-            }
-        });
     }
 }

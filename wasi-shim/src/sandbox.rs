@@ -29,21 +29,44 @@ pub struct Preopen {
     pub access: Access,
 }
 
-/// An address the guest may connect to (and, for UDP, send to).
+/// A network grant. Connect grants let the guest reach an address over TCP
+/// or UDP (and through outgoing `wasi:http`); a listen grant lets it bind,
+/// listen and accept on one address.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum NetGrant {
-    /// One IP and port.
+    /// Connect to one IP and port.
     Addr(SocketAddr),
-    /// Every port of one IP.
+    /// Connect to every port of one IP.
     Ip(IpAddr),
+    /// Listen on one address (TCP bind, listen, accept). Port 0 allows any
+    /// port of that IP. The IP is matched exactly: a grant for the pod's IP
+    /// does not allow binding the wildcard `0.0.0.0`.
+    Listen(SocketAddr),
 }
 
 impl NetGrant {
-    pub(crate) fn allows(&self, addr: SocketAddr) -> bool {
+    /// Whether this grant lets the guest connect or send to `addr`.
+    pub(crate) fn allows_connect(&self, addr: SocketAddr) -> bool {
         match *self {
             NetGrant::Addr(a) => a == addr,
             NetGrant::Ip(ip) => ip == addr.ip(),
+            NetGrant::Listen(_) => false,
         }
+    }
+
+    /// Whether this grant lets the guest bind and listen on `addr`.
+    pub(crate) fn allows_listen(&self, addr: SocketAddr) -> bool {
+        match *self {
+            NetGrant::Listen(a) => {
+                a.ip() == addr.ip() && (a.port() == 0 || a.port() == addr.port())
+            }
+            NetGrant::Addr(_) | NetGrant::Ip(_) => false,
+        }
+    }
+
+    /// Whether this is a connect grant.
+    pub(crate) fn is_connect(&self) -> bool {
+        !matches!(self, NetGrant::Listen(_))
     }
 }
 
@@ -133,6 +156,9 @@ pub struct Sandbox {
     pub(crate) deadline: Option<Duration>,
     pub(crate) network: Vec<NetGrant>,
     pub(crate) name_lookup: bool,
+    pub(crate) http_listen: Option<SocketAddr>,
+    pub(crate) http_concurrency: usize,
+    pub(crate) http_queue: usize,
 }
 
 impl Sandbox {
@@ -141,6 +167,8 @@ impl Sandbox {
         SandboxBuilder {
             sandbox: Sandbox {
                 max_instances: DEFAULT_MAX_INSTANCES,
+                http_concurrency: DEFAULT_HTTP_CONCURRENCY,
+                http_queue: DEFAULT_HTTP_QUEUE,
                 ..Sandbox::default()
             },
         }
@@ -185,7 +213,27 @@ impl Sandbox {
     pub fn name_lookup(&self) -> bool {
         self.name_lookup
     }
+
+    /// Where an HTTP function is served (ignored for commands).
+    pub fn http_listen(&self) -> Option<SocketAddr> {
+        self.http_listen
+    }
+
+    /// How many requests an HTTP function handles at once.
+    pub fn http_concurrency(&self) -> usize {
+        self.http_concurrency
+    }
+
+    /// How many requests may wait for a free slot before the rest get 503.
+    pub fn http_queue(&self) -> usize {
+        self.http_queue
+    }
 }
+
+/// Requests an HTTP function handles at once unless told otherwise.
+pub const DEFAULT_HTTP_CONCURRENCY: usize = 8;
+/// Requests that may wait for a slot unless told otherwise.
+pub const DEFAULT_HTTP_QUEUE: usize = 64;
 
 /// Core instances a guest may create unless told otherwise (a Rust wasip2
 /// component needs a handful).
@@ -248,7 +296,8 @@ impl SandboxBuilder {
     }
 
     /// Caps the guest's linear memories (all together) at `bytes`; a
-    /// `memory.grow` past it ends the guest as out of memory.
+    /// `memory.grow` past it ends the guest as out of memory. For an HTTP
+    /// function the cap holds for each instance.
     pub fn memory_limit(mut self, bytes: u64) -> Self {
         self.sandbox.memory_limit = Some(bytes);
         self
@@ -261,19 +310,23 @@ impl SandboxBuilder {
     }
 
     /// Limits the guest to `cores` of CPU (for example 0.5); values of 1 or
-    /// more only make it yield at every epoch.
+    /// more only make it yield at every epoch. For an HTTP function the
+    /// limit holds for each instance.
     pub fn cpu_limit(mut self, cores: f64) -> Self {
         self.sandbox.cpu_limit = Some(cores);
         self
     }
 
-    /// Ends the run after `limit` of wall-clock time.
+    /// Ends the run after `limit` of wall-clock time. For an HTTP function
+    /// this is a per-request limit: each instance gets `limit`.
     pub fn deadline(mut self, limit: Duration) -> Self {
         self.sandbox.deadline = Some(limit);
         self
     }
 
-    /// Lets the guest reach `grant` over TCP or UDP.
+    /// Grants network access: a connect grant lets the guest reach an
+    /// address over TCP, UDP or outgoing `wasi:http`; a listen grant lets it
+    /// listen on one.
     pub fn allow_network(mut self, grant: NetGrant) -> Self {
         self.sandbox.network.push(grant);
         self
@@ -282,6 +335,28 @@ impl SandboxBuilder {
     /// Lets the guest resolve names with the host's resolver.
     pub fn allow_name_lookup(mut self) -> Self {
         self.sandbox.name_lookup = true;
+        self
+    }
+
+    /// Serves the guest, if it is an HTTP function, on `addr` (port 0 picks a
+    /// free port: see [`crate::Running::http_addr`]). The host listens there,
+    /// not the guest, so this needs no [`NetGrant`].
+    pub fn http_listen(mut self, addr: SocketAddr) -> Self {
+        self.sandbox.http_listen = Some(addr);
+        self
+    }
+
+    /// Lets an HTTP function handle up to `n` requests at once (at least 1),
+    /// each in its own instance.
+    pub fn http_concurrency(mut self, n: usize) -> Self {
+        self.sandbox.http_concurrency = n.max(1);
+        self
+    }
+
+    /// Lets up to `n` requests wait for a free slot; requests beyond it are
+    /// answered 503 at once.
+    pub fn http_queue(mut self, n: usize) -> Self {
+        self.sandbox.http_queue = n;
         self
     }
 

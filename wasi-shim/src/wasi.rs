@@ -39,7 +39,7 @@ pub(crate) fn builder(sandbox: &Sandbox) -> Result<WasiCtxBuilder, ShimError> {
 
     let grants: Arc<[NetGrant]> = sandbox.network.clone().into();
     b.allow_tcp(!grants.is_empty());
-    b.allow_udp(!grants.is_empty());
+    b.allow_udp(grants.iter().any(NetGrant::is_connect));
     b.allow_ip_name_lookup(sandbox.name_lookup);
     b.socket_addr_check(move |addr, usage| {
         let ok = allowed(&grants, addr, usage);
@@ -48,18 +48,24 @@ pub(crate) fn builder(sandbox: &Sandbox) -> Result<WasiCtxBuilder, ShimError> {
     Ok(b)
 }
 
-/// The socket policy: connect and send only to granted addresses; implicit
-/// binds (wildcard IP, port 0) so that a granted connect can happen; no
-/// listening.
+/// The socket policy. Connect and send only to addresses a connect grant
+/// allows, with the implicit wildcard bind (IP unspecified, port 0) that a
+/// connect or send needs. Bind and listen only on an address a listen grant
+/// allows (the IP exactly: a pod granted its own IP may not bind `0.0.0.0`),
+/// and accept on such a listener from anyone.
 fn allowed(grants: &[NetGrant], addr: SocketAddr, usage: SocketAddrUse) -> bool {
+    let connects = grants.iter().any(NetGrant::is_connect);
+    let implicit = addr.ip().is_unspecified() && addr.port() == 0;
     match usage {
         SocketAddrUse::TcpConnect | SocketAddrUse::UdpSend | SocketAddrUse::UdpReceive => {
-            grants.iter().any(|g| g.allows(addr))
+            grants.iter().any(|g| g.allows_connect(addr))
         }
-        SocketAddrUse::TcpBind | SocketAddrUse::UdpBind => {
-            !grants.is_empty() && addr.ip().is_unspecified() && addr.port() == 0
+        SocketAddrUse::TcpBind => {
+            (connects && implicit) || grants.iter().any(|g| g.allows_listen(addr))
         }
-        SocketAddrUse::TcpListen | SocketAddrUse::TcpAccept => false,
+        SocketAddrUse::UdpBind => connects && implicit,
+        SocketAddrUse::TcpListen => grants.iter().any(|g| g.allows_listen(addr)),
+        SocketAddrUse::TcpAccept => grants.iter().any(|g| !g.is_connect()),
     }
 }
 
@@ -139,5 +145,74 @@ impl AsyncWrite for Sink {
 
     fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
         Poll::Ready(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn a(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn listening_needs_a_listen_grant_for_that_ip() {
+        let grants = [
+            NetGrant::Listen(a("127.42.0.5:0")),
+            NetGrant::Listen(a("127.42.0.6:7000")),
+        ];
+        assert!(allowed(
+            &grants,
+            a("127.42.0.5:7000"),
+            SocketAddrUse::TcpBind
+        ));
+        assert!(allowed(
+            &grants,
+            a("127.42.0.5:7000"),
+            SocketAddrUse::TcpListen
+        ));
+        assert!(allowed(
+            &grants,
+            a("127.42.0.6:7000"),
+            SocketAddrUse::TcpListen
+        ));
+        assert!(!allowed(
+            &grants,
+            a("127.42.0.6:7001"),
+            SocketAddrUse::TcpBind
+        ));
+        assert!(!allowed(&grants, a("0.0.0.0:7000"), SocketAddrUse::TcpBind));
+        assert!(!allowed(&grants, a("0.0.0.0:0"), SocketAddrUse::TcpBind));
+        assert!(!allowed(&grants, a("0.0.0.0:0"), SocketAddrUse::TcpListen));
+        assert!(allowed(
+            &grants,
+            a("10.1.2.3:5555"),
+            SocketAddrUse::TcpAccept
+        ));
+        assert!(!allowed(
+            &grants,
+            a("127.42.0.5:80"),
+            SocketAddrUse::TcpConnect
+        ));
+        assert!(!allowed(&grants, a("0.0.0.0:0"), SocketAddrUse::UdpBind));
+    }
+
+    #[test]
+    fn connect_grants_do_not_allow_listening() {
+        let grants = [NetGrant::Ip("127.0.0.1".parse().unwrap())];
+        assert!(allowed(
+            &grants,
+            a("127.0.0.1:80"),
+            SocketAddrUse::TcpConnect
+        ));
+        assert!(allowed(&grants, a("0.0.0.0:0"), SocketAddrUse::TcpBind));
+        assert!(!allowed(&grants, a("0.0.0.0:0"), SocketAddrUse::TcpListen));
+        assert!(!allowed(&grants, a("127.0.0.1:80"), SocketAddrUse::TcpBind));
+        assert!(!allowed(
+            &grants,
+            a("127.0.0.1:80"),
+            SocketAddrUse::TcpAccept
+        ));
     }
 }
