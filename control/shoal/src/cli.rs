@@ -131,6 +131,9 @@ pub struct ComponentArgs {
 pub struct CriArgs {
     #[command(flatten)]
     pub data_dir: DataDir,
+    /// The CRI socket the kubelet connects to [default: DATA_DIR/cri.sock]
+    #[arg(long)]
+    pub socket: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

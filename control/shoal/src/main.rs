@@ -43,6 +43,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Apiserver(args) => server(args, false).await,
         Command::Scheduler(args) => scheduler::run(args).await,
+        Command::Cri(args) => cri(args).await,
         Command::Push(args) => image::push(args).await,
         Command::Image(cli::ImageCommand::Import {
             file,
@@ -96,6 +97,37 @@ async fn server(args: ServerArgs, with_scheduler: bool) -> anyhow::Result<()> {
     .await
     .map_err(|e| anyhow::anyhow!("{}", error_chain(&e)))?;
     Ok(())
+}
+
+/// The CRI runtime alone, in its own process: the kubelet talks to it over
+/// the socket, so restarting the kubelet stops no container.
+async fn cri(args: cli::CriArgs) -> anyhow::Result<()> {
+    let data_dir = args.data_dir.resolve();
+    std::fs::create_dir_all(&data_dir).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot create the data directory {}: {e}",
+            data_dir.display()
+        )
+    })?;
+    let mut config = cri::Config::new(&data_dir);
+    if let Some(socket) = args.socket {
+        config.socket = socket;
+    }
+    let server = cri::CriServer::build(config)
+        .await
+        .map_err(|e| anyhow::anyhow!("{}", error_chain(&e)))?;
+    let shutdown = shutdown_signal()?;
+    eprintln!(
+        "shoal cri is serving on unix://{}",
+        server.socket().display()
+    );
+    server
+        .serve(async move {
+            shutdown.await;
+            tracing::info!("stopping");
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("{}", error_chain(&e)))
 }
 
 /// An error and its sources, joined as `anyhow`'s `{:#}` would.

@@ -1,1 +1,94 @@
-//! `cri`: the CRI v1 runtime and image services (placeholder while it is being written).
+//! `cri`: the node's container runtime, serving the Kubernetes CRI v1
+//! `RuntimeService` and `ImageService` over gRPC on a unix socket, and
+//! running each container as a Wasm guest through `wasi-shim`.
+//!
+//! - [`Config`] -> [`CriServer::build`] (socket, image store, engine, the
+//!   records of an earlier run) -> [`CriServer::serve`] (until shutdown, then
+//!   drain, stop every container, remove the socket).
+//! - A pod sandbox is a record and a pod IP from the pod CIDR (`ipam`); a
+//!   container is a guest whose sandbox (`spec`) holds its argv, environment,
+//!   mounts, limits and grants, whose output goes to CRI-format log files
+//!   (`logs`), watched until it exits (`containers`).
+//! - ExecSync runs the embedded toolbox (`ls`, `cat`, `env`, `ps`, `help`) or
+//!   the container's own module in the container's sandbox (`exec`).
+//! - Errors map to gRPC codes in one place (`error`); [`client::connect`]
+//!   gives clients over the socket.
+//!
+//! Annotations Shoal reads: [`EGRESS_ANNOTATION`] (outgoing connections a
+//! pod or container may make, until pod networking) and
+//! [`HTTP_PORT_ANNOTATION`] (the port an HTTP function is served on).
+
+pub mod client;
+mod containers;
+mod error;
+mod exec;
+mod image_service;
+mod ipam;
+mod logs;
+mod pods;
+mod records;
+mod runtime;
+mod server;
+mod service;
+mod spec;
+mod stats;
+
+use std::path::{Path, PathBuf};
+
+pub use containers::START_ERROR_EXIT_CODE;
+pub use error::CriError;
+pub use exec::{MAX_EXEC_OUTPUT, TOOLBOX_COMMANDS, TOOLBOX_DIR, toolbox_module};
+pub use ipam::DEFAULT_POD_CIDR;
+pub use logs::MAX_LINE;
+pub use records::{RUNTIME_RESTARTED, UNKNOWN_EXIT_CODE};
+pub use runtime::{RUNTIME_API_VERSION, RUNTIME_NAME};
+pub use server::{CriServer, DRAIN_TIMEOUT, SHUTDOWN_GRACE};
+pub use spec::{DEFAULT_HTTP_PORT, EGRESS_ANNOTATION, HTTP_PORT_ANNOTATION};
+
+/// The default cap of one container log file (10 MiB, as the kubelet's
+/// `containerLogMaxSize`).
+pub const DEFAULT_LOG_MAX_BYTES: u64 = 10 << 20;
+/// The default number of log files kept per container, the current one
+/// included (as the kubelet's `containerLogMaxFiles`).
+pub const DEFAULT_LOG_MAX_FILES: usize = 5;
+
+/// How the runtime is set up.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The node's data directory: the image store (`images/`), the compile
+    /// cache (`cache/`) and the runtime's records (`cri/`) live under it.
+    pub data_dir: PathBuf,
+    /// The CRI socket (default `DATA_DIR/cri.sock`).
+    pub socket: PathBuf,
+    /// The Wasm engine; its `cache_dir` defaults to `DATA_DIR/cache`.
+    pub engine: wasi_shim::EngineConfig,
+    /// The size at which a container's log file is rotated.
+    pub log_max_bytes: u64,
+    /// The log files kept per container, the current one included
+    /// (`path`, `path.1`, ... `path.{log_max_files-1}`).
+    pub log_max_files: usize,
+    /// The network pod IPs come from until UpdateRuntimeConfig sets the
+    /// node's (default [`DEFAULT_POD_CIDR`], inside 127.0.0.0/8).
+    pub pod_cidr: String,
+    /// How registries are reached by PullImage.
+    pub registry: images::RegistryConfig,
+}
+
+impl Config {
+    /// The defaults for a data directory.
+    pub fn new(data_dir: impl AsRef<Path>) -> Self {
+        let data_dir = data_dir.as_ref().to_owned();
+        Self {
+            socket: data_dir.join("cri.sock"),
+            engine: wasi_shim::EngineConfig {
+                cache_dir: Some(data_dir.join("cache")),
+                ..Default::default()
+            },
+            data_dir,
+            log_max_bytes: DEFAULT_LOG_MAX_BYTES,
+            log_max_files: DEFAULT_LOG_MAX_FILES,
+            pod_cidr: DEFAULT_POD_CIDR.into(),
+            registry: images::RegistryConfig::default(),
+        }
+    }
+}

@@ -1,0 +1,195 @@
+//! [`CriServer`]: the unix socket and the gRPC server on it.
+//!
+//! The socket is created with mode 0600 under a temporary name and renamed
+//! into place, so it is never reachable with wider permissions. A stale
+//! socket file (nothing answers on it) is removed; a live one is refused,
+//! and so is a data directory another `shoal cri` holds (an advisory lock on
+//! `DATA_DIR/cri/lock`). On shutdown the server stops accepting, lets the
+//! calls in flight finish (for at most [`DRAIN_TIMEOUT`]), stops every
+//! container (terminate with [`SHUTDOWN_GRACE`], then kill) and removes the
+//! socket.
+
+use std::fs;
+use std::future::Future;
+use std::io;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_cri::v1::image_service_server::ImageServiceServer;
+use k8s_cri::v1::runtime_service_server::RuntimeServiceServer;
+use tokio::net::{UnixListener, UnixStream};
+use tokio_stream::wrappers::UnixListenerStream;
+
+use crate::Config;
+use crate::error::CriError;
+use crate::runtime::Runtime;
+use crate::service::{ImageApi, RuntimeApi};
+
+/// How long the calls in flight may take to finish once shutdown begins.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// The grace period of the containers stopped at shutdown.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+/// The longest unix socket path Linux accepts (`sun_path` holds 108 bytes
+/// with the terminating NUL).
+const MAX_SOCKET_PATH: usize = 107;
+
+/// A CRI server bound to its socket, ready to serve.
+#[derive(Debug)]
+pub struct CriServer {
+    rt: Arc<Runtime>,
+    listener: UnixListener,
+    socket: PathBuf,
+    /// The socket file's inode, to remove only our own socket at the end.
+    inode: u64,
+    /// Held for the life of the server.
+    _lock: fs::File,
+}
+
+impl CriServer {
+    /// Takes the data directory (`DATA_DIR/cri/lock`), opens the image store
+    /// and the engine, takes back the records of an earlier run, and binds
+    /// the socket.
+    pub async fn build(config: Config) -> Result<Self, CriError> {
+        let socket = config.socket.clone();
+        if socket.as_os_str().len() > MAX_SOCKET_PATH {
+            return Err(CriError::InvalidArgument(format!(
+                "the socket path {} is {} bytes, over the {MAX_SOCKET_PATH} a unix socket allows: pick a shorter --socket",
+                socket.display(),
+                socket.as_os_str().len()
+            )));
+        }
+        let cri_dir = config.data_dir.join("cri");
+        fs::create_dir_all(&cri_dir).map_err(CriError::io("create", &cri_dir))?;
+        let lock_path = cri_dir.join("lock");
+        let lock = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(CriError::io("open", &lock_path))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                return Err(CriError::FailedPrecondition(format!(
+                    "another shoal cri is using the data directory {} (it holds {}): stop it or pick another --data-dir",
+                    config.data_dir.display(),
+                    lock_path.display()
+                )));
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(CriError::io("lock", &lock_path)(e)),
+        }
+        check_socket(&socket).await?;
+        let rt = Runtime::new(config)?;
+        let (listener, inode) = bind(&socket)?;
+        tracing::info!(socket = %socket.display(), "CRI socket bound");
+        Ok(Self {
+            rt,
+            listener,
+            socket,
+            inode,
+            _lock: lock,
+        })
+    }
+
+    /// The socket path.
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    /// Serves until `shutdown` resolves, then drains, stops every container
+    /// and removes the socket.
+    pub async fn serve(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), CriError> {
+        let CriServer {
+            rt,
+            listener,
+            socket,
+            inode,
+            _lock,
+        } = self;
+        let (signalled_tx, signalled) = tokio::sync::oneshot::channel::<()>();
+        let signal = async move {
+            shutdown.await;
+            tracing::info!("shutting down: no new calls; draining the calls in flight");
+            let _ = signalled_tx.send(());
+        };
+        let server = tonic::transport::Server::builder()
+            .add_service(RuntimeServiceServer::new(RuntimeApi(rt.clone())))
+            .add_service(ImageServiceServer::new(ImageApi(rt.clone())))
+            .serve_with_incoming_shutdown(UnixListenerStream::new(listener), signal);
+        let result = tokio::select! {
+            r = server => r.map_err(CriError::from),
+            () = async {
+                if signalled.await.is_ok() {
+                    tokio::time::sleep(DRAIN_TIMEOUT).await;
+                } else {
+                    std::future::pending::<()>().await;
+                }
+            } => {
+                tracing::warn!(timeout = ?DRAIN_TIMEOUT, "calls still in flight after the drain timeout: closing them");
+                Ok(())
+            }
+        };
+        rt.shutdown(SHUTDOWN_GRACE).await;
+        if fs::metadata(&socket).is_ok_and(|m| m.ino() == inode) {
+            let _ = fs::remove_file(&socket);
+        }
+        tracing::info!("CRI server stopped");
+        result
+    }
+}
+
+/// Clears the way for the socket: nothing there, or a stale socket file
+/// (removed). A live server or a file that is not a socket is an error.
+async fn check_socket(path: &Path) -> Result<(), CriError> {
+    match fs::symlink_metadata(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(CriError::io("inspect", path)(e)),
+        Ok(m) if !m.file_type().is_socket() => Err(CriError::FailedPrecondition(format!(
+            "{} exists and is not a socket: move it away or pick another --socket",
+            path.display()
+        ))),
+        Ok(_) => match UnixStream::connect(path).await {
+            Ok(_) => Err(CriError::SocketInUse {
+                socket: path.to_owned(),
+            }),
+            Err(_) => {
+                tracing::info!(socket = %path.display(), "removing a stale socket");
+                fs::remove_file(path).map_err(CriError::io("remove the stale socket", path))
+            }
+        },
+    }
+}
+
+/// Binds under a temporary name, sets mode 0600, renames into place.
+fn bind(path: &Path) -> Result<(UnixListener, u64), CriError> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    fs::create_dir_all(dir).map_err(CriError::io("create", dir))?;
+    let tmp = dir.join(format!(".cri-{}.sock", std::process::id()));
+    let _ = fs::remove_file(&tmp);
+    let listener =
+        std::os::unix::net::UnixListener::bind(&tmp).map_err(CriError::io("bind", &tmp))?;
+    let done = (|| {
+        fs::set_permissions(&tmp, fs::Permissions::from_mode(0o600))?;
+        fs::rename(&tmp, path)?;
+        listener.set_nonblocking(true)?;
+        fs::metadata(path).map(|m| m.ino())
+    })();
+    let inode = match done {
+        Ok(i) => i,
+        Err(e) => {
+            let _ = fs::remove_file(&tmp);
+            return Err(CriError::io("create the socket", path)(e));
+        }
+    };
+    let listener = UnixListener::from_std(listener).map_err(CriError::io("listen on", path))?;
+    Ok((listener, inode))
+}
