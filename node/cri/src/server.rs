@@ -61,8 +61,12 @@ impl CriServer {
                 socket.as_os_str().len()
             )));
         }
+        // The records hold the containers' environments (which may come
+        // from Secrets): the directory is the runtime's alone.
         let cri_dir = config.data_dir.join("cri");
         fs::create_dir_all(&cri_dir).map_err(CriError::io("create", &cri_dir))?;
+        fs::set_permissions(&cri_dir, fs::Permissions::from_mode(0o700))
+            .map_err(CriError::io("restrict", &cri_dir))?;
         let lock_path = cri_dir.join("lock");
         let lock = fs::OpenOptions::new()
             .create(true)
