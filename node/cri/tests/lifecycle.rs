@@ -17,7 +17,10 @@ async fn a_container_runs_to_completion_and_logs_in_cri_format() -> Result<()> {
     let mut cri = Cri::start().await?;
     let mode = std::fs::metadata(&cri.socket)?.permissions().mode() & 0o777;
     assert_eq!(mode, 0o600, "the socket is private");
-    let mode = std::fs::metadata(cri.dir.path().join("cri"))?.permissions().mode() & 0o777;
+    let mode = std::fs::metadata(cri.dir.path().join("cri"))?
+        .permissions()
+        .mode()
+        & 0o777;
     assert_eq!(mode, 0o700, "the records (environments) are private");
 
     let v = cri
