@@ -46,7 +46,7 @@ pub enum Command {
     /// The controller-manager alone.
     ControllerManager(ComponentArgs),
     /// The kubelet alone.
-    Kubelet(NodeArgs),
+    Kubelet(KubeletArgs),
     /// The wasmtime CRI runtime alone.
     Cri(CriArgs),
     /// The userspace service proxy alone.
@@ -104,20 +104,50 @@ pub struct ServerArgs {
 
 #[derive(Debug, Args)]
 pub struct NodeArgs {
-    /// The apiserver URL, e.g. https://127.0.0.1:6443.
+    /// The apiserver URL, e.g. https://127.0.0.1:6443 (joining with a token is not
+    /// available yet: give --kubeconfig).
     #[arg(long)]
     pub server: Option<String>,
-    /// The node join token from the server's `DATA_DIR/node-token`.
+    /// The node join token from the server's `DATA_DIR/node-token` (not available yet).
     #[arg(long, env = "SHOAL_TOKEN")]
     pub token: Option<String>,
+    #[command(flatten)]
+    pub node: NodeFlags,
+}
+
+#[derive(Debug, Args)]
+pub struct KubeletArgs {
+    /// The CRI runtime's socket, as `shoal cri` serves it [default: DATA_DIR/cri.sock]
+    #[arg(long)]
+    pub cri_socket: Option<PathBuf>,
+    #[command(flatten)]
+    pub node: NodeFlags,
+}
+
+/// What `shoal node` and `shoal kubelet` share.
+#[derive(Debug, Args)]
+pub struct NodeFlags {
+    /// A kubeconfig for reaching the apiserver [default: $KUBECONFIG, else
+    /// DATA_DIR/admin.kubeconfig]
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
     /// The node name [default: the host name]
     #[arg(long)]
     pub name: Option<String>,
-    /// The address this node's ports bind to.
-    #[arg(long)]
-    pub node_ip: Option<IpAddr>,
+    /// The node's address: its InternalIP, and where everything the node binds listens.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub node_ip: IpAddr,
     #[command(flatten)]
     pub data_dir: DataDir,
+    /// The most pods the node runs.
+    #[arg(long, default_value_t = 1000)]
+    pub max_pods: u32,
+    /// The first CrashLoopBackOff and ImagePullBackOff delay, in seconds.
+    #[arg(long, default_value_t = 10.0)]
+    pub backoff_base: f64,
+    /// The longest CrashLoopBackOff and ImagePullBackOff delay, in seconds.
+    #[arg(long, default_value_t = 300.0)]
+    pub backoff_max: f64,
 }
 
 #[derive(Debug, Args)]

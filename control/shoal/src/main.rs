@@ -3,6 +3,7 @@
 mod cli;
 mod image;
 mod logging;
+mod node;
 mod scheduler;
 mod store;
 
@@ -50,6 +51,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
             name,
             data_dir,
         }) => image::import(&file, &name, &data_dir),
+        Command::Kubelet(args) => node::kubelet(args).await,
+        Command::Node(args) => node::node(args).await,
         other => not_yet(other.component()),
     }
 }

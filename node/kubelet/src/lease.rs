@@ -89,8 +89,12 @@ async fn renew(shared: &Shared, node_uid: &mut Option<String>) -> Result<(), Kub
     Ok(())
 }
 
-/// Renews the lease every period until dropped.
-pub(crate) async fn run(shared: Arc<Shared>) {
+/// Renews the lease every period, once the Node is registered, until
+/// dropped.
+pub(crate) async fn run(shared: Arc<Shared>, mut registered: tokio::sync::watch::Receiver<bool>) {
+    if registered.wait_for(|r| *r).await.is_err() {
+        return;
+    }
     let mut node_uid = None;
     let mut retry = Duration::from_millis(200);
     let mut failing = false;

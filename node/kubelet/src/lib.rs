@@ -142,6 +142,8 @@ pub fn hostname() -> String {
 
 /// An apiserver client from a kubeconfig file.
 pub async fn client_from_kubeconfig(path: &Path) -> Result<kube::Client, KubeletError> {
+    // Several rustls providers may be linked in: pick ring, as the rest of Shoal.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let kubeconfig =
         kube::config::Kubeconfig::read_from(path).map_err(|source| KubeletError::Kubeconfig {
             path: path.to_owned(),
@@ -228,14 +230,14 @@ impl Kubelet {
                 () = tokio::time::sleep(Duration::from_millis(500)) => {}
             }
         }
-        let registered = Arc::new(tokio::sync::Notify::new());
+        let (registered, is_registered) = tokio::sync::watch::channel(false);
         let tasks = [
             tokio::spawn(tracing::Instrument::instrument(
-                node::run(shared.clone(), registered.clone()),
+                node::run(shared.clone(), registered),
                 tracing::info_span!("node_status"),
             )),
             tokio::spawn(tracing::Instrument::instrument(
-                lease::run(shared.clone()),
+                lease::run(shared.clone(), is_registered),
                 tracing::info_span!("lease"),
             )),
             tokio::spawn(tracing::Instrument::instrument(

@@ -20,7 +20,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::watcher;
-use tokio::sync::Notify;
+use tokio::sync::watch;
 
 use crate::Shared;
 use crate::cri::Cri;
@@ -359,8 +359,8 @@ fn differs(a: &NodeStatus, b: &NodeStatus) -> bool {
 }
 
 /// Registers the node, then keeps its status current until the task is
-/// dropped. `registered` is notified once the Node exists.
-pub(crate) async fn run(shared: Arc<Shared>, registered: Arc<Notify>) {
+/// dropped. `registered` turns true once the Node exists.
+pub(crate) async fn run(shared: Arc<Shared>, registered: watch::Sender<bool>) {
     let name = shared.config.node_name.clone();
     let api: Api<Node> = Api::all(shared.client.clone());
     let node_ip = shared.config.node_ip.to_string();
@@ -385,7 +385,7 @@ pub(crate) async fn run(shared: Arc<Shared>, registered: Arc<Notify>) {
             match register(&api, &name, &shared.host, new.clone()).await {
                 Ok(()) => {
                     is_registered = true;
-                    registered.notify_waiters();
+                    registered.send_replace(true);
                     shared
                         .recorder
                         .normal(&node_ref(&name), "Starting", "Starting kubelet.");

@@ -209,7 +209,10 @@ pub async fn run_once(spec: &Spec, target: &Target) -> Outcome {
                 let host = host.clone().unwrap_or_else(|| target.ip.clone());
                 match TcpStream::connect((host.as_str(), *port)).await {
                     Ok(_) => Outcome::Success,
-                    Err(e) => Outcome::Failure(format!("dial tcp {host}:{port}: connect: {e}")),
+                    Err(e) => Outcome::Failure(format!(
+                        "dial tcp {host}:{port}: connect: {}",
+                        io_text(&e)
+                    )),
                 }
             }
             Handler::Http {
@@ -253,6 +256,21 @@ async fn exec(target: &Target, cmd: Vec<String>, timeout: Duration) -> Outcome {
     }
 }
 
+/// An I/O error as Go prints it: `connection refused`, not
+/// `Connection refused (os error 111)`.
+fn io_text(e: &std::io::Error) -> String {
+    let text = e.to_string();
+    let text = match text.find(" (os error") {
+        Some(i) => &text[..i],
+        None => &text,
+    };
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) => first.to_lowercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}
+
 async fn http_get(host: &str, port: u16, path: &str, headers: &[(String, String)]) -> Outcome {
     let authority = if host.contains(':') {
         format!("[{host}]:{port}")
@@ -263,7 +281,10 @@ async fn http_get(host: &str, port: u16, path: &str, headers: &[(String, String)
     let stream = match TcpStream::connect((host, port)).await {
         Ok(s) => s,
         Err(e) => {
-            return Outcome::Failure(format!("Get \"{url}\": dial tcp {authority}: connect: {e}"));
+            return Outcome::Failure(format!(
+                "Get \"{url}\": dial tcp {authority}: connect: {}",
+                io_text(&e)
+            ));
         }
     };
     let (mut sender, conn) = match hyper::client::conn::http1::handshake(TokioIo::new(stream)).await
@@ -701,7 +722,7 @@ mod tests {
         .await
         {
             Outcome::Failure(m) => assert!(
-                m.starts_with(&format!("dial tcp 127.0.0.1:{closed}")),
+                m == format!("dial tcp 127.0.0.1:{closed}: connect: connection refused"),
                 "{m}"
             ),
             o => panic!("{o:?}"),

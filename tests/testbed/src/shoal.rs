@@ -16,6 +16,8 @@ pub struct ShoalServer {
     dir: TempDir,
     port: u16,
     log: Arc<Mutex<Vec<String>>>,
+    bin: PathBuf,
+    extra: Vec<String>,
 }
 
 impl ShoalServer {
@@ -28,7 +30,28 @@ impl ShoalServer {
 
     /// As [`ShoalServer::start`], in a given data directory.
     pub fn start_in(bin: &Path, dir: TempDir, extra: &[&str]) -> anyhow::Result<ShoalServer> {
-        let port = crate::free_port();
+        let mut server = ShoalServer {
+            child: None,
+            dir,
+            port: crate::free_port(),
+            log: Arc::new(Mutex::new(Vec::new())),
+            bin: bin.to_owned(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        server.spawn()?;
+        Ok(server)
+    }
+
+    /// Stops the process (SIGKILL) and starts it again on the same data
+    /// directory and port, waiting until it says it is up.
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        self.kill();
+        self.spawn()
+    }
+
+    /// Starts the process and waits until it says it is up.
+    fn spawn(&mut self) -> anyhow::Result<()> {
+        let (bin, dir, port, extra) = (&self.bin, self.dir.path(), self.port, &self.extra);
         let mut child = Command::new(bin)
             .args([
                 "server",
@@ -38,17 +61,16 @@ impl ShoalServer {
                 &port.to_string(),
                 "--data-dir",
             ])
-            .arg(dir.path())
+            .arg(dir)
             .args(extra)
             .env_remove("SHOAL_DATA_DIR")
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
             .spawn()
             .with_context(|| format!("cannot start {}", bin.display()))?;
-        let log = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = std::sync::mpsc::channel();
         let stderr = child.stderr.take().context("no stderr")?;
-        let sink = log.clone();
+        let sink = self.log.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if line.contains("shoal server is up") {
@@ -57,17 +79,12 @@ impl ShoalServer {
                 sink.lock().expect("log lock").push(line);
             }
         });
-        let mut server = ShoalServer {
-            child: Some(child),
-            dir,
-            port,
-            log,
-        };
+        self.child = Some(child);
         match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(()) => Ok(server),
+            Ok(()) => Ok(()),
             Err(_) => {
-                server.kill();
-                bail!("shoal server did not come up:\n{}", server.log_text())
+                self.kill();
+                bail!("shoal server did not come up:\n{}", self.log_text())
             }
         }
     }

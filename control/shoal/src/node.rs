@@ -1,0 +1,125 @@
+//! `shoal kubelet` (the kubelet alone, against `shoal cri`'s socket) and
+//! `shoal node` (the CRI runtime in-process, then the kubelet over its
+//! socket).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context as _;
+
+use crate::cli::{KubeletArgs, NodeArgs, NodeFlags};
+use crate::{error_chain, shutdown_signal};
+
+/// The kubelet's configuration from the flags.
+fn config(flags: &NodeFlags, data_dir: &Path, socket: PathBuf) -> anyhow::Result<kubelet::Config> {
+    let name = flags.name.clone().unwrap_or_else(kubelet::hostname);
+    let mut config = kubelet::Config::new(name, data_dir, socket);
+    config.node_ip = flags.node_ip;
+    config.max_pods = flags.max_pods;
+    let secs = |v: f64, flag: &str| {
+        Duration::try_from_secs_f64(v)
+            .ok()
+            .filter(|d| !d.is_zero())
+            .with_context(|| format!("--{flag} {v}: give a positive number of seconds"))
+    };
+    config.backoff.base = secs(flags.backoff_base, "backoff-base")?;
+    config.backoff.max = secs(flags.backoff_max, "backoff-max")?;
+    if config.backoff.max < config.backoff.base {
+        anyhow::bail!("--backoff-max must not be below --backoff-base");
+    }
+    config.backoff.reset_after = (config.backoff.max * 2).max(Duration::from_secs(1));
+    Ok(config)
+}
+
+/// The kubeconfig to use: `--kubeconfig`, else `$KUBECONFIG`, else
+/// `DATA_DIR/admin.kubeconfig`.
+async fn client(flags: &NodeFlags, data_dir: &Path) -> anyhow::Result<kube::Client> {
+    let path = match (&flags.kubeconfig, std::env::var_os("KUBECONFIG")) {
+        (Some(p), _) => p.clone(),
+        (None, Some(env)) if !env.is_empty() => PathBuf::from(env),
+        _ => data_dir.join("admin.kubeconfig"),
+    };
+    if !path.exists() {
+        anyhow::bail!(
+            "no kubeconfig at {}: give --kubeconfig FILE (for example the server's DATA_DIR/admin.kubeconfig)",
+            path.display()
+        );
+    }
+    kubelet::client_from_kubeconfig(&path)
+        .await
+        .map_err(|e| anyhow::anyhow!("{}", error_chain(&e)))
+}
+
+fn data_dir(flags: &NodeFlags) -> anyhow::Result<PathBuf> {
+    let dir = flags.data_dir.resolve();
+    std::fs::create_dir_all(&dir)
+        .with_context(|| format!("cannot create the data directory {}", dir.display()))?;
+    std::path::absolute(&dir)
+        .with_context(|| format!("cannot resolve the data directory {}", dir.display()))
+}
+
+/// `shoal kubelet`: the kubelet alone. Stopping it stops no pod.
+pub async fn kubelet(args: KubeletArgs) -> anyhow::Result<()> {
+    let dir = data_dir(&args.node)?;
+    let socket = args
+        .cri_socket
+        .clone()
+        .unwrap_or_else(|| dir.join("cri.sock"));
+    let config = config(&args.node, &dir, socket.clone())?;
+    let client = client(&args.node, &dir).await?;
+    let shutdown = shutdown_signal()?;
+    let name = config.node_name.clone();
+    let kubelet = kubelet::Kubelet::build(config, client)
+        .await
+        .map_err(|e| anyhow::anyhow!("{}", error_chain(&e)))?;
+    eprintln!(
+        "shoal kubelet is up: node {name}, runtime unix://{}, pods under {}",
+        socket.display(),
+        dir.display()
+    );
+    kubelet
+        .run(shutdown)
+        .await
+        .map_err(|e| anyhow::anyhow!("{}", error_chain(&e)))
+}
+
+/// `shoal node`: the CRI runtime in this process and the kubelet over its
+/// socket. Stopping it stops the runtime, and so every container.
+pub async fn node(args: NodeArgs) -> anyhow::Result<()> {
+    if args.server.is_some() || args.token.is_some() {
+        anyhow::bail!(
+            "joining with --server and --token is not available in this build yet: \
+             give --kubeconfig FILE (for example the server's DATA_DIR/admin.kubeconfig)"
+        );
+    }
+    let dir = data_dir(&args.node)?;
+    let client = client(&args.node, &dir).await?;
+    let server = cri::CriServer::build(cri::Config::new(&dir))
+        .await
+        .map_err(|e| anyhow::anyhow!("{}", error_chain(&e)))?;
+    let socket = server.socket().to_owned();
+    let config = config(&args.node, &dir, socket.clone())?;
+    let name = config.node_name.clone();
+    let shutdown = shutdown_signal()?;
+    let (stop_cri, cri_stopped) = tokio::sync::oneshot::channel::<()>();
+    let runtime = tokio::spawn(server.serve(async move {
+        let _ = cri_stopped.await;
+    }));
+    let kubelet = kubelet::Kubelet::build(config, client)
+        .await
+        .map_err(|e| anyhow::anyhow!("{}", error_chain(&e)))?;
+    eprintln!(
+        "shoal node is up: node {name}, runtime unix://{}, pods under {}",
+        socket.display(),
+        dir.display()
+    );
+    let result = kubelet.run(shutdown).await;
+    tracing::info!("stopping the runtime and its containers");
+    let _ = stop_cri.send(());
+    match runtime.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %error_chain(&e), "the runtime stopped with an error"),
+        Err(e) => tracing::warn!(error = %e, "the runtime task failed"),
+    }
+    result.map_err(|e| anyhow::anyhow!("{}", error_chain(&e)))
+}
