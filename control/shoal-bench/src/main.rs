@@ -4,7 +4,10 @@
 //! (ratio > 1 means Shoal is better).
 
 mod api;
+mod peers;
 mod report;
+mod runtime;
+mod runtime_cri;
 mod scheduler;
 mod store;
 
@@ -28,6 +31,9 @@ struct Args {
     /// (internal) the `serve-api` child's etcd endpoint.
     #[arg(long, hide = true)]
     etcd: Option<String>,
+    /// (internal) the `serve-http` child's address.
+    #[arg(long, hide = true)]
+    addr: Option<std::net::SocketAddr>,
     /// Scale every operation count by this factor (1.0 = the recorded runs).
     #[arg(long, default_value_t = 1.0)]
     scale: f64,
@@ -42,6 +48,12 @@ enum Suite {
     /// (internal) the apiserver the `api` suite measures.
     #[value(hide = true)]
     ServeApi,
+    /// The Wasm runtime: runs, CRI starts, HTTP functions, against
+    /// `wasmtime serve` and `runc`.
+    Runtime,
+    /// (internal) the HTTP function server the `runtime` suite measures.
+    #[value(hide = true)]
+    ServeHttp,
     /// The scheduler: pods bound per second on 1,000 hollow nodes.
     Scheduler,
     /// (internal) the apiserver and scheduler the `scheduler` suite measures.
@@ -75,6 +87,13 @@ async fn run() -> anyhow::Result<()> {
                 .data_dir
                 .ok_or_else(|| anyhow::anyhow!("serve-api needs --data-dir"))?;
             api::serve(&dir, args.port.unwrap_or(0), args.etcd).await
+        }
+        Suite::Runtime => runtime::run(args.scale).await,
+        Suite::ServeHttp => {
+            let addr = args
+                .addr
+                .ok_or_else(|| anyhow::anyhow!("serve-http needs --addr"))?;
+            runtime::serve_http(addr).await
         }
         Suite::Scheduler => scheduler::run(args.scale).await,
         Suite::ServeScheduler => {

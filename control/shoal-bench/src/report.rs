@@ -17,6 +17,14 @@ impl Latencies {
         self.0.extend(other.0);
     }
 
+    /// The mean in milliseconds.
+    pub fn mean_ms(&self) -> f64 {
+        if self.0.is_empty() {
+            return f64::NAN;
+        }
+        self.0.iter().map(Duration::as_secs_f64).sum::<f64>() * 1000.0 / self.0.len() as f64
+    }
+
     /// The `p`-th percentile (0..=100) in milliseconds.
     pub fn percentile_ms(&mut self, p: f64) -> f64 {
         if self.0.is_empty() {
