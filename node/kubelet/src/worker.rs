@@ -97,6 +97,8 @@ pub struct Worker {
     /// The status as of our last write, with the resourceVersion it made.
     believed: Option<(u64, PodStatus)>,
     volumes: BTreeMap<String, Mounted>,
+    /// The services of the last successful list (for service variables).
+    services: Option<Vec<Service>>,
 }
 
 impl std::fmt::Debug for Worker {
@@ -193,6 +195,7 @@ impl Worker {
             terminal: None,
             believed: None,
             volumes: BTreeMap::new(),
+            services: None,
         }
     }
 
@@ -251,10 +254,11 @@ impl Worker {
         let cri = self.shared.cri.clone();
         let mut observed = runtime::observe(&cri, &self.uid).await?;
 
-        if self.terminal.is_none() && !is_terminal(pod) {
+        let terminal = is_terminal(&self.current(pod));
+        if self.terminal.is_none() && !terminal {
             self.check_deadline(pod);
         }
-        if is_terminal(pod) || self.terminal.is_some() {
+        if terminal || self.terminal.is_some() {
             if self.stop_all(pod, &observed, grace_of(pod)).await? {
                 observed = runtime::observe(&cri, &self.uid).await?;
             }
@@ -406,6 +410,14 @@ impl Worker {
         let latest = observed.latest(&c.name);
         let here = latest.filter(|l| l.sandbox_id == sandbox.id);
         let Some(l) = here else {
+            // A new sandbox: everything starts again, but a container that
+            // succeeded stays done unless the policy is Always.
+            if !init
+                && policy != "Always"
+                && latest.is_some_and(|l| l.state == State::Exited && l.exit_code == 0)
+            {
+                return Ok(Step::Succeeded);
+            }
             let restarts = latest.map_or(0, |l| l.restart_count + 1);
             return self.start(pod, c, init, sandbox, restarts).await;
         };
@@ -938,39 +950,50 @@ impl Worker {
 
     /// The services whose variables a container gets: the pod namespace's
     /// (with `enableServiceLinks`, the default) and `default/kubernetes`.
-    async fn services(&self, pod: &Pod) -> Vec<Service> {
+    async fn services(&mut self, pod: &Pod) -> Vec<Service> {
         let (ns, _) = name_of(pod);
         let client = self.shared.client.clone();
-        let mut out = Vec::new();
         let links = pod
             .spec
             .as_ref()
             .and_then(|s| s.enable_service_links)
             .unwrap_or(true);
-        if links {
-            match Api::<Service>::namespaced(client.clone(), &ns)
-                .list(&ListParams::default())
-                .await
-            {
-                Ok(list) => out.extend(list.items),
-                Err(e) => {
-                    tracing::info!(error = %e, "cannot list services for the service variables")
-                }
+        let listed = async {
+            let mut out = Vec::new();
+            if links {
+                out.extend(
+                    Api::<Service>::namespaced(client.clone(), &ns)
+                        .list(&ListParams::default())
+                        .await?
+                        .items,
+                );
+            }
+            if ns != "default" || !links {
+                out.extend(
+                    Api::<Service>::namespaced(client, "default")
+                        .get_opt("kubernetes")
+                        .await?,
+                );
+            }
+            Ok::<_, kube::Error>(out)
+        };
+        match listed.await {
+            Ok(services) => {
+                self.services = Some(services.clone());
+                services
+            }
+            Err(e) => {
+                // The apiserver is out of reach: the last list, as the
+                // kubelet's informer would have it.
+                tracing::info!(error = %e, "cannot list services for the service variables; using the last list");
+                self.services.clone().unwrap_or_default()
             }
         }
-        if (ns != "default" || !links)
-            && let Ok(svc) = Api::<Service>::namespaced(client, "default")
-                .get("kubernetes")
-                .await
-        {
-            out.push(svc);
-        }
-        out
     }
 
     /// The CRI config of a new container instance.
     async fn container_config(
-        &self,
+        &mut self,
         pod: &Pod,
         c: &Container,
         sandbox: &Sandbox,
