@@ -1186,3 +1186,99 @@ fn the_kubelet_says_what_is_missing() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--backoff-base"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn images_are_pulled_with_the_pods_pull_secret() -> anyhow::Result<()> {
+    let registry = testbed::Registry::start_with_htpasswd("alice", "s3cret").await?;
+    let image = format!("{}/private/hello:v1", registry.addr());
+    let out = shoal()
+        .args(["push", artifacts::HELLO, &image])
+        .env("SHOAL_REGISTRY_USERNAME", "alice")
+        .env("SHOAL_REGISTRY_PASSWORD", "s3cret")
+        .output()?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let c = Cluster::start(false).await?;
+    c.server
+        .kubectl()
+        .run(&[
+            "create",
+            "secret",
+            "docker-registry",
+            "regcred",
+            &format!("--docker-server={}", registry.addr()),
+            "--docker-username=alice",
+            "--docker-password=s3cret",
+        ])
+        .ok();
+    c.create(
+        "private",
+        json!({
+            "restartPolicy": "Never",
+            "imagePullSecrets": [{"name": "regcred"}],
+            "containers": [{"name": "hello", "image": image, "args": ["pulled"]}],
+        }),
+    )
+    .await?;
+    c.create(
+        "denied",
+        json!({
+            "restartPolicy": "Never",
+            // Always: the image is on the node once the other pod has
+            // pulled it, but this pod must pull it itself.
+            "containers": [{"name": "hello", "image": image, "imagePullPolicy": "Always"}],
+        }),
+    )
+    .await?;
+    let pod = c
+        .wait_pod("private", "Succeeded", |p| phase(p) == "Succeeded")
+        .await?;
+    let log = std::fs::read_to_string(log_file(&c.node, &pod, "hello", 0))?;
+    assert!(log.contains("arg: pulled"), "{log}");
+    let events = c.events("private").await;
+    for want in [
+        format!("Pulling: Pulling image \"{image}\""),
+        format!("Pulled: Successfully pulled image \"{image}\" in "),
+    ] {
+        assert!(
+            events.iter().any(|e| e.starts_with(&want)),
+            "{want} in {events:?}"
+        );
+    }
+
+    // Without the secret: ErrImagePull, then ImagePullBackOff.
+    c.wait_pod("denied", "in ImagePullBackOff", |p| {
+        waiting_reason(p, "hello").as_deref() == Some("ImagePullBackOff")
+    })
+    .await?;
+    let events = c.events("denied").await;
+    assert!(
+        events
+            .iter()
+            .any(|e| e.starts_with(&format!("Failed: Failed to pull image \"{image}\": "))),
+        "{events:?}"
+    );
+    assert!(
+        events.iter().any(|e| e == "Failed: Error: ErrImagePull"),
+        "{events:?}"
+    );
+
+    // The node lists the pulled image.
+    let nodes: Api<Node> = Api::all(c.client.clone());
+    let repo = format!("{}/private/hello", registry.addr());
+    c.wait("the node status lists the pulled image", || async {
+        nodes.get(NODE).await.is_ok_and(|n| {
+            n.status
+                .and_then(|s| s.images)
+                .unwrap_or_default()
+                .iter()
+                .any(|i| i.names.iter().flatten().any(|n| n.starts_with(&repo)))
+        })
+    })
+    .await?;
+    Ok(())
+}
