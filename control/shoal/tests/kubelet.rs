@@ -95,6 +95,7 @@ impl TestNode {
             (artifacts::BATCH_PI, "batch-pi:v1"),
             (artifacts::DEEP_RECURSION, "deep-recursion:v1"),
             (artifacts::INFINITE_LOOP, "infinite-loop:v1"),
+            (artifacts::HELLO_HTTP, "hello-http:v1"),
         ] {
             let out = shoal()
                 .args(["image", "import", wasm, name, "--data-dir"])
@@ -1280,5 +1281,63 @@ async fn images_are_pulled_with_the_pods_pull_secret() -> anyhow::Result<()> {
         })
     })
     .await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn http_functions_are_probed_on_the_pod_ip() -> anyhow::Result<()> {
+    let c = Cluster::start(false).await?;
+    let container = |probe_path: &str| {
+        json!({
+            "name": "fn",
+            "image": "hello-http:v1",
+            "ports": [{"name": "http", "containerPort": 8080}],
+            "env": [{"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}],
+            "readinessProbe": {"httpGet": {"path": probe_path, "port": "http"}, "periodSeconds": 1},
+            "livenessProbe": {"tcpSocket": {"port": 8080}, "periodSeconds": 1},
+        })
+    };
+    c.create("web-fn", json!({"containers": [container("/healthz")]}))
+        .await?;
+    c.create("never-ready", json!({"containers": [container("/slow")]}))
+        .await?;
+    let pod = c
+        .wait_pod("web-fn", "Ready", |p| {
+            p.status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+        })
+        .await?;
+    assert!(status(&pod, "fn").unwrap().ready);
+    let ip = pod.status.unwrap().pod_ip.unwrap();
+
+    // The function answers on its pod IP.
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream = tokio::net::TcpStream::connect((ip.as_str(), 8080)).await?;
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: fn\r\nConnection: close\r\n\r\n")
+        .await?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await?;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("hello from web-fn"), "{answer}");
+
+    // A readiness probe that fails keeps the pod out of Ready, and restarts nothing.
+    c.wait("the failing readiness probe is reported", || async {
+        c.events("never-ready").await.iter().any(|e| {
+            e == "Unhealthy: Readiness probe failed: HTTP probe failed with statuscode: 400"
+        })
+    })
+    .await?;
+    let pod = c.pods.get("never-ready").await?;
+    let cs = status(&pod, "fn").unwrap();
+    assert!(
+        running(&pod, "fn") && !cs.ready && cs.restart_count == 0,
+        "{cs:?}"
+    );
+    let ready = pod.status.unwrap().conditions.unwrap();
+    let ready = ready.iter().find(|c| c.type_ == "Ready").unwrap();
+    assert_eq!(ready.reason.as_deref(), Some("ContainersNotReady"));
     Ok(())
 }
