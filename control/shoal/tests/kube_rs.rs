@@ -24,6 +24,9 @@ fn server() -> ShoalServer {
 
 /// A kube-rs client from the server's `admin.kubeconfig`.
 async fn client(s: &ShoalServer) -> anyhow::Result<Client> {
+    // Both ring and aws-lc-rs are linked in (oci-client's reqwest brings the
+    // latter), so rustls cannot pick one by itself: pick ring, as Shoal does.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let kubeconfig = Kubeconfig::read_from(s.kubeconfig())?;
     let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
         .await
