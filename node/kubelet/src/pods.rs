@@ -29,7 +29,7 @@ use crate::Shared;
 use crate::cri::labels;
 use crate::error::chain;
 use crate::events::pod_ref;
-use crate::resources;
+use crate::resources::{self, Allocatable};
 use crate::runtime;
 use crate::worker::{PodUpdate, Worker, remove_pod_files};
 
@@ -184,7 +184,6 @@ impl Manager {
 
     /// Whether the node can take the pod: `Some((reason, message))` if not.
     fn admit(&self, pod: &Pod) -> Option<(String, String)> {
-        let alloc = self.shared.allocatable();
         let active: Vec<Arc<Pod>> = self
             .workers
             .values()
@@ -197,40 +196,7 @@ impl Manager {
                 _ => None,
             })
             .collect();
-        let count = i64::try_from(active.len()).unwrap_or(i64::MAX);
-        if count + 1 > alloc.pods {
-            return Some((
-                "OutOfpods".into(),
-                format!(
-                    "Pod was rejected: Node didn't have enough resource: pods, requested: 1, used: {count}, capacity: {}",
-                    alloc.pods
-                ),
-            ));
-        }
-        let want = resources::pod_requests(pod);
-        let used = active
-            .iter()
-            .map(|p| resources::pod_requests(p))
-            .fold((0, 0), |(c, m), r| (c + r.cpu_millis, m + r.memory_bytes));
-        if want.cpu_millis > 0 && used.0 + want.cpu_millis > alloc.cpu_millis {
-            return Some((
-                "OutOfcpu".into(),
-                format!(
-                    "Pod was rejected: Node didn't have enough resource: cpu, requested: {}, used: {}, capacity: {}",
-                    want.cpu_millis, used.0, alloc.cpu_millis
-                ),
-            ));
-        }
-        if want.memory_bytes > 0 && used.1 + want.memory_bytes > alloc.memory_bytes {
-            return Some((
-                "OutOfmemory".into(),
-                format!(
-                    "Pod was rejected: Node didn't have enough resource: memory, requested: {}, used: {}, capacity: {}",
-                    want.memory_bytes, used.1, alloc.memory_bytes
-                ),
-            ));
-        }
-        None
+        admit(self.shared.allocatable(), &active, pod)
     }
 
     async fn reject(&mut self, pod: &Pod, uid: &str, reason: String, message: String) {
@@ -252,6 +218,39 @@ impl Manager {
             Err(e) => tracing::warn!(error = %e, "cannot mark the rejected pod Failed; will retry"),
         }
     }
+}
+
+/// Whether a node offering `alloc`, running the `active` pods, can take
+/// `pod`: `Some((reason, message))` if not, as the kubelet words it.
+pub(crate) fn admit(
+    alloc: Allocatable,
+    active: &[Arc<Pod>],
+    pod: &Pod,
+) -> Option<(String, String)> {
+    let refuse = |resource: &str, requested: i64, used: i64, capacity: i64| {
+        Some((
+            format!("OutOf{resource}"),
+            format!(
+                "Pod was rejected: Node didn't have enough resource: {resource}, requested: {requested}, used: {used}, capacity: {capacity}"
+            ),
+        ))
+    };
+    let count = i64::try_from(active.len()).unwrap_or(i64::MAX);
+    if count + 1 > alloc.pods {
+        return refuse("pods", 1, count, alloc.pods);
+    }
+    let want = resources::pod_requests(pod);
+    let (cpu, memory) = active
+        .iter()
+        .map(|p| resources::pod_requests(p))
+        .fold((0, 0), |(c, m), r| (c + r.cpu_millis, m + r.memory_bytes));
+    if want.cpu_millis > 0 && cpu + want.cpu_millis > alloc.cpu_millis {
+        return refuse("cpu", want.cpu_millis, cpu, alloc.cpu_millis);
+    }
+    if want.memory_bytes > 0 && memory + want.memory_bytes > alloc.memory_bytes {
+        return refuse("memory", want.memory_bytes, memory, alloc.memory_bytes);
+    }
+    None
 }
 
 /// What the relister compares: each container's and sandbox's state.
@@ -375,5 +374,47 @@ async fn housekeeping(
                 remove_pod_files(&shared.config.data_dir, &uid);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(cpu: &str, memory: &str) -> Arc<Pod> {
+        Arc::new(
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "p"},
+                "spec": {"containers": [{"name": "c", "resources": {"requests": {"cpu": cpu, "memory": memory}}}]},
+            }))
+            .unwrap(),
+        )
+    }
+
+    #[test]
+    fn admission_counts_pods_cpu_and_memory() {
+        let alloc = Allocatable {
+            cpu_millis: 2000,
+            memory_bytes: 1 << 30,
+            pods: 2,
+        };
+        let small = pod("500m", "100Mi");
+        assert_eq!(admit(alloc, &[], &small), None);
+        assert_eq!(admit(alloc, std::slice::from_ref(&small), &small), None);
+        let (reason, message) = admit(alloc, &[small.clone(), small.clone()], &small).unwrap();
+        assert_eq!(reason, "OutOfpods");
+        assert_eq!(
+            message,
+            "Pod was rejected: Node didn't have enough resource: pods, requested: 1, used: 2, capacity: 2"
+        );
+        let (reason, message) =
+            admit(alloc, std::slice::from_ref(&small), &pod("1600m", "1Mi")).unwrap();
+        assert_eq!(reason, "OutOfcpu");
+        assert!(
+            message.ends_with("cpu, requested: 1600, used: 500, capacity: 2000"),
+            "{message}"
+        );
+        let (reason, _) = admit(alloc, &[small], &pod("1m", "1000Mi")).unwrap();
+        assert_eq!(reason, "OutOfmemory");
     }
 }
