@@ -49,6 +49,9 @@ const ERROR_DELAY: Duration = Duration::from_secs(1);
 /// How long to wait before retrying a container whose configuration or
 /// creation failed.
 const CONFIG_RETRY: Duration = Duration::from_secs(5);
+/// The longest a reconcile waits on the apiserver for a status write or a
+/// list: pods must not wait on an apiserver that does not answer.
+const API_TIMEOUT: Duration = Duration::from_secs(5);
 /// The dead instances kept per container besides the newest (for
 /// `lastState` and `kubectl logs --previous`).
 const KEEP_DEAD: usize = 1;
@@ -977,6 +980,11 @@ impl Worker {
             }
             Ok::<_, kube::Error>(out)
         };
+        let listed = async {
+            tokio::time::timeout(API_TIMEOUT, listed)
+                .await
+                .unwrap_or_else(|_| Err(kube::Error::Service("timed out".into())))
+        };
         match listed.await {
             Ok(services) => {
                 self.services = Some(services.clone());
@@ -1200,20 +1208,22 @@ impl Worker {
         };
         let (ns, name) = name_of(pod);
         let api: Api<Pod> = Api::namespaced(self.shared.client.clone(), &ns);
-        match api
-            .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-        {
-            Ok(updated) if updated.metadata.uid.as_deref() == Some(self.uid.as_str()) => {
+        let (params, patch) = (PatchParams::default(), Patch::Merge(&patch));
+        let write = api.patch_status(&name, &params, &patch);
+        match tokio::time::timeout(API_TIMEOUT, write).await {
+            Err(_) => {
+                tracing::info!("the apiserver did not take the pod status in time; will retry")
+            }
+            Ok(Ok(updated)) if updated.metadata.uid.as_deref() == Some(self.uid.as_str()) => {
                 tracing::debug!(phase = ?new.phase, "status written");
                 if let (Some(rv), Some(status)) = (rv_of(&updated), updated.status) {
                     self.believed = Some((rv, status));
                 }
             }
-            Ok(_) => {
+            Ok(Ok(_)) => {
                 tracing::info!("the pod was replaced by another of the same name; status not ours")
             }
-            Err(e) => tracing::info!(error = %e, "cannot write the pod status; will retry"),
+            Ok(Err(e)) => tracing::info!(error = %e, "cannot write the pod status; will retry"),
         }
     }
 
