@@ -80,7 +80,31 @@ pub struct Config {
     pub lease_period: Duration,
     /// The lease's duration.
     pub lease_duration: Duration,
+    /// The kubelet API's port on `node_ip` (10250; 0 picks a free one).
+    pub kubelet_port: u16,
+    /// The kubelet API's certificates; without them the API is not served.
+    pub serving: Option<ServingTls>,
 }
+
+/// The kubelet API's TLS material, all PEM.
+#[derive(Clone)]
+pub struct ServingTls {
+    /// The node's serving certificate (chain), signed by the cluster CA.
+    pub cert_pem: String,
+    /// Its private key.
+    pub key_pem: String,
+    /// The CA client certificates must chain to.
+    pub client_ca_pem: String,
+}
+
+impl std::fmt::Debug for ServingTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServingTls").finish_non_exhaustive()
+    }
+}
+
+/// The kubelet API's default port.
+pub const DEFAULT_KUBELET_PORT: u16 = 10250;
 
 impl Config {
     /// The defaults for a node.
@@ -99,6 +123,8 @@ impl Config {
             node_status_period: Duration::from_secs(10),
             lease_period: Duration::from_secs(10),
             lease_duration: Duration::from_secs(40),
+            kubelet_port: DEFAULT_KUBELET_PORT,
+            serving: None,
         }
     }
 }
