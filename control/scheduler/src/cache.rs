@@ -4,6 +4,7 @@
 //! lets the next pod see the room the last one took without waiting for the
 //! watch; a failed binding forgets the assumption.
 
+use crate::filters::host_ports;
 use crate::node::{NodeInfo, Usage};
 use crate::pod::{PodInfo, RuntimeClassLookup, group_of};
 use crate::resources::pod_requests;
@@ -140,6 +141,7 @@ impl Cache {
         Usage {
             requests: pod_requests(spec, overhead),
             group: group_of(pod),
+            host_ports: host_ports(spec),
         }
     }
 
@@ -202,6 +204,7 @@ impl Cache {
                 usage: Usage {
                     requests: pod.requests.clone(),
                     group: pod.group,
+                    host_ports: pod.host_ports.clone(),
                 },
                 assumed: true,
             },

@@ -1,6 +1,6 @@
 //! The filters: whether a pod may run on a node, and if not, why, in
 //! kube-scheduler's words. They run in kube-scheduler's order
-//! (NodeUnschedulable, NodeName, TaintToleration, NodeAffinity,
+//! (NodeUnschedulable, NodeName, TaintToleration, NodeAffinity, NodePorts,
 //! NodeResourcesFit), plus node readiness, which kube-scheduler leaves to
 //! the `node.kubernetes.io/not-ready` taint the node lifecycle controller
 //! adds; the first that fails decides.
@@ -8,9 +8,10 @@
 use crate::node::{NodeInfo, Readiness};
 use crate::pod::PodInfo;
 use k8s_openapi::api::core::v1::{
-    NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, Taint, Toleration,
+    NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, PodSpec, Taint, Toleration,
 };
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 
 /// The taint `kubectl cordon` implies.
 pub const UNSCHEDULABLE_TAINT: &str = "node.kubernetes.io/unschedulable";
@@ -32,6 +33,8 @@ pub enum Unfit {
     Taint,
     /// The node selector or required node affinity does not match.
     Affinity,
+    /// A host port the pod asks for is taken on the node.
+    Ports,
     /// Not enough room; one reason per resource, in kube-scheduler's order.
     Resources(Vec<String>),
 }
@@ -46,6 +49,7 @@ impl Unfit {
             Unfit::NodeName => one("node(s) didn't match the requested node name"),
             Unfit::Taint => one("node(s) had untolerated taint(s)"),
             Unfit::Affinity => one("node(s) didn't match Pod's node affinity/selector"),
+            Unfit::Ports => one("node(s) didn't have free ports for the requested pod ports"),
             Unfit::Resources(r) => r.clone(),
         }
     }
@@ -58,6 +62,7 @@ pub fn check(pod: &PodInfo, node: &NodeInfo) -> Result<(), Unfit> {
     node_name(pod, node)?;
     taint_toleration(pod, node)?;
     node_affinity(pod, node)?;
+    node_ports(pod, node)?;
     resources_fit(pod, node)
 }
 
@@ -204,6 +209,78 @@ pub fn requirement_matches(r: &NodeSelectorRequirement, value: Option<&str>) -> 
         }
         _ => false,
     }
+}
+
+/// A host port, as kube-scheduler keys them: an empty or unspecified host
+/// IP is `0.0.0.0` (every address), an empty protocol is `TCP`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct HostPort {
+    pub ip: String,
+    pub protocol: String,
+    pub port: i32,
+}
+
+/// The wildcard host IP.
+const ANY_IP: &str = "0.0.0.0";
+
+impl HostPort {
+    pub fn new(ip: Option<&str>, protocol: Option<&str>, port: i32) -> HostPort {
+        let ip = match ip.map(str::trim).filter(|ip| !ip.is_empty()) {
+            None => ANY_IP.to_string(),
+            Some(ip) => match ip.parse::<IpAddr>() {
+                Ok(a) if a.is_unspecified() => ANY_IP.to_string(),
+                Ok(a) => a.to_string(),
+                Err(_) => ip.to_string(),
+            },
+        };
+        let protocol = protocol.filter(|p| !p.is_empty()).unwrap_or("TCP");
+        HostPort {
+            ip,
+            protocol: protocol.to_string(),
+            port,
+        }
+    }
+
+    /// Whether two host ports cannot both be bound: the same protocol and
+    /// port, on the same IP or with either on every address.
+    pub fn conflicts(&self, other: &HostPort) -> bool {
+        self.port == other.port
+            && self.protocol == other.protocol
+            && (self.ip == other.ip || self.ip == ANY_IP || other.ip == ANY_IP)
+    }
+}
+
+/// The host ports a pod asks for: the ports with a `hostPort` of its
+/// containers and of its restartable init containers (sidecars), as
+/// kube-scheduler's `GetHostPorts`.
+pub fn host_ports(spec: &PodSpec) -> Vec<HostPort> {
+    let sidecars = spec
+        .init_containers
+        .iter()
+        .flatten()
+        .filter(|c| c.restart_policy.as_deref() == Some("Always"));
+    sidecars
+        .chain(&spec.containers)
+        .flat_map(|c| c.ports.iter().flatten())
+        .filter_map(|p| {
+            let port = p.host_port.filter(|&hp| hp > 0)?;
+            Some(HostPort::new(
+                p.host_ip.as_deref(),
+                p.protocol.as_deref(),
+                port,
+            ))
+        })
+        .collect()
+}
+
+/// NodePorts: every host port the pod asks for must be free of the host
+/// ports of the pods bound or assumed on the node.
+pub fn node_ports(pod: &PodInfo, node: &NodeInfo) -> Result<(), Unfit> {
+    let taken = pod
+        .host_ports
+        .iter()
+        .any(|want| node.host_ports.keys().any(|used| want.conflicts(used)));
+    if taken { Err(Unfit::Ports) } else { Ok(()) }
 }
 
 /// NodeResourcesFit: the pod count, then cpu, memory, ephemeral storage and
@@ -472,6 +549,117 @@ mod tests {
         assert_eq!(
             check(&small, &n),
             Err(Unfit::Resources(vec!["Too many pods".into()]))
+        );
+    }
+
+    #[test]
+    fn node_ports() {
+        let port = |ip: &str, protocol: &str, port: i32| {
+            let mut p = json!({"containerPort": 80, "hostPort": port});
+            if !ip.is_empty() {
+                p["hostIP"] = json!(ip);
+            }
+            if !protocol.is_empty() {
+                p["protocol"] = json!(protocol);
+            }
+            p
+        };
+        let with_ports = |ports: Vec<Value>| json!({"containers": [{"name": "c", "ports": ports}]});
+        // what, the port a pod on the node holds, the port asked for, result
+        let cases = [
+            (
+                "same port, both on every IP",
+                port("", "", 8080),
+                port("", "", 8080),
+                Err(Unfit::Ports),
+            ),
+            (
+                "another port",
+                port("", "", 8080),
+                port("", "", 8081),
+                Ok(()),
+            ),
+            (
+                "another protocol",
+                port("", "TCP", 53),
+                port("", "UDP", 53),
+                Ok(()),
+            ),
+            (
+                "TCP is the default protocol",
+                port("", "", 53),
+                port("", "TCP", 53),
+                Err(Unfit::Ports),
+            ),
+            (
+                "same IP",
+                port("127.0.0.1", "", 80),
+                port("127.0.0.1", "", 80),
+                Err(Unfit::Ports),
+            ),
+            (
+                "another IP",
+                port("127.0.0.1", "", 80),
+                port("127.0.0.2", "", 80),
+                Ok(()),
+            ),
+            (
+                "held on every IP, asked on one",
+                port("0.0.0.0", "", 80),
+                port("127.0.0.2", "", 80),
+                Err(Unfit::Ports),
+            ),
+            (
+                "held on one IP, asked on every",
+                port("127.0.0.1", "", 80),
+                port("", "", 80),
+                Err(Unfit::Ports),
+            ),
+            (
+                "held on ::, asked on one",
+                port("::", "", 80),
+                port("127.0.0.1", "", 80),
+                Err(Unfit::Ports),
+            ),
+        ];
+        for (what, held, wanted, want) in cases {
+            let holder = pod(with_ports(vec![held]));
+            let mut n = node(json!({}), json!({}));
+            n.add_pod(&Usage {
+                host_ports: holder.host_ports.clone(),
+                ..Usage::default()
+            });
+            let p = pod(with_ports(vec![wanted.clone()]));
+            assert_eq!(check(&p, &n), want, "{what}");
+            n.remove_pod(&Usage {
+                host_ports: holder.host_ports,
+                ..Usage::default()
+            });
+            assert_eq!(check(&p, &n), Ok(()), "{what}: freed when the holder goes");
+        }
+
+        // Ports without a hostPort hold nothing; sidecars' host ports count,
+        // other init containers' do not.
+        let spec = json!({
+            "initContainers": [
+                {"name": "once", "ports": [{"containerPort": 1, "hostPort": 9001}]},
+                {"name": "side", "restartPolicy": "Always", "ports": [{"containerPort": 2, "hostPort": 9002}]}],
+            "containers": [{"name": "c", "ports": [{"containerPort": 8080}, {"containerPort": 3, "hostPort": 9003, "protocol": "UDP"}]}]});
+        let ports: Vec<(String, String, i32)> = pod(spec)
+            .host_ports
+            .into_iter()
+            .map(|p| (p.ip, p.protocol, p.port))
+            .collect();
+        assert_eq!(
+            ports,
+            vec![
+                ("0.0.0.0".into(), "TCP".into(), 9002),
+                ("0.0.0.0".into(), "UDP".into(), 9003)
+            ]
+        );
+        assert_eq!(
+            Unfit::Ports.reasons(),
+            vec!["node(s) didn't have free ports for the requested pod ports".to_string()]
         );
     }
 

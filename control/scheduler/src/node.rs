@@ -2,6 +2,7 @@
 //! (labels, taints, cordon, readiness, images), and what the pods bound or
 //! assumed on it already take.
 
+use crate::filters::HostPort;
 use crate::pod::normalize_image;
 use crate::resources::{PodRequests, Resources, node_allocatable};
 use k8s_openapi::api::core::v1::{Node, Taint};
@@ -24,6 +25,8 @@ pub struct Usage {
     pub requests: PodRequests,
     /// The pod's spreading group ([`crate::pod::group_of`]).
     pub group: u64,
+    /// The host ports it holds.
+    pub host_ports: Vec<HostPort>,
 }
 
 /// One node and the pods on it.
@@ -49,6 +52,8 @@ pub struct NodeInfo {
     pub pods: usize,
     /// Pods on the node by spreading group.
     pub groups: HashMap<u64, u32>,
+    /// The host ports the pods on the node hold, with how many hold each.
+    pub host_ports: HashMap<HostPort, u32>,
 }
 
 impl NodeInfo {
@@ -115,6 +120,9 @@ impl NodeInfo {
         self.non_zero_memory += usage.requests.non_zero_memory;
         self.pods += 1;
         *self.groups.entry(usage.group).or_default() += 1;
+        for p in &usage.host_ports {
+            *self.host_ports.entry(p.clone()).or_default() += 1;
+        }
     }
 
     pub fn remove_pod(&mut self, usage: &Usage) {
@@ -126,6 +134,14 @@ impl NodeInfo {
             *n -= 1;
             if *n == 0 {
                 self.groups.remove(&usage.group);
+            }
+        }
+        for p in &usage.host_ports {
+            if let Some(n) = self.host_ports.get_mut(p) {
+                *n -= 1;
+                if *n == 0 {
+                    self.host_ports.remove(p);
+                }
             }
         }
     }

@@ -2,6 +2,7 @@
 //! name, selector, affinity, tolerations, with its RuntimeClass's scheduling
 //! merged in), the images it runs and the group it spreads within.
 
+use crate::filters::{HostPort, host_ports};
 use crate::resources::{PodRequests, pod_requests};
 use k8s_openapi::api::core::v1::{NodeSelector, Pod, PodSpec, PreferredSchedulingTerm, Toleration};
 use k8s_openapi::api::node::v1::RuntimeClass;
@@ -30,6 +31,8 @@ pub struct PodInfo {
     pub tolerations: Vec<Toleration>,
     /// The containers' images, normalized (see [`normalize_image`]).
     pub images: Vec<String>,
+    /// The host ports it asks for (the NodePorts filter).
+    pub host_ports: Vec<HostPort>,
     /// The spreading group: the controlling owner, else namespace and labels.
     pub group: u64,
     /// A `runtimeClassName` that names no RuntimeClass.
@@ -99,6 +102,7 @@ impl PodInfo {
                 .unwrap_or_default(),
             tolerations,
             images,
+            host_ports: host_ports(spec),
             group: group_of(pod),
             missing_runtime_class: match runtime_class {
                 RuntimeClassLookup::Missing => spec.runtime_class_name.clone(),
