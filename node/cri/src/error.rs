@@ -79,6 +79,17 @@ pub enum CriError {
         #[source]
         source: std::io::Error,
     },
+    /// A pod sandbox's host port cannot be bound.
+    #[error("cannot serve host port {addr}/TCP: {hint}")]
+    HostPort {
+        /// The host address and port asked for.
+        addr: std::net::SocketAddr,
+        /// What to do about it.
+        hint: &'static str,
+        /// Why the bind failed.
+        #[source]
+        source: std::io::Error,
+    },
     /// Serving gRPC failed.
     #[error("gRPC transport")]
     Transport(#[from] tonic::transport::Error),
@@ -115,6 +126,7 @@ impl CriError {
             CriError::DeadlineExceeded(_) => Code::DeadlineExceeded,
             CriError::Unimplemented(_) => Code::Unimplemented,
             CriError::SocketInUse { .. } => Code::AlreadyExists,
+            CriError::HostPort { .. } => Code::FailedPrecondition,
             CriError::Image(e) => image_code(e),
             CriError::ImageNotPulled { .. } => Code::NotFound,
             CriError::Shim(e) | CriError::Module { source: e, .. } => match e {
@@ -240,6 +252,14 @@ mod tests {
                 CriError::Shim(ShimError::Instantiation {
                     message: "no _start".into(),
                 }),
+                Code::FailedPrecondition,
+            ),
+            (
+                CriError::HostPort {
+                    addr: "127.0.0.1:8080".parse().unwrap(),
+                    hint: "free it",
+                    source: std::io::Error::from(std::io::ErrorKind::AddrInUse),
+                },
                 Code::FailedPrecondition,
             ),
             (

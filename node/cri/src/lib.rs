@@ -26,6 +26,7 @@ mod image_service;
 mod ipam;
 mod logs;
 mod pods;
+mod ports;
 mod records;
 mod runtime;
 mod server;

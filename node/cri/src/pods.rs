@@ -1,6 +1,6 @@
-//! Pod sandboxes: RunPodSandbox (a record and a pod IP; there is no pause
-//! process), StopPodSandbox, RemovePodSandbox, PodSandboxStatus and
-//! ListPodSandbox. RunPodSandbox is idempotent as containerd's: the same
+//! Pod sandboxes: RunPodSandbox (a record, a pod IP and the host ports of
+//! its port mappings, see `ports`; there is no pause process),
+//! StopPodSandbox, RemovePodSandbox, PodSandboxStatus and ListPodSandbox. RunPodSandbox is idempotent as containerd's: the same
 //! metadata (name, namespace, uid, attempt) again is `AlreadyExists`.
 
 use std::collections::HashMap;
@@ -11,6 +11,7 @@ use std::time::Duration;
 use k8s_cri::v1 as cri;
 
 use crate::error::CriError;
+use crate::ports;
 use crate::records::PodRecord;
 use crate::runtime::{Runtime, find, new_id, now_ns, selects};
 
@@ -42,6 +43,16 @@ impl Runtime {
         } else {
             Some(t.ipam.allocate()?)
         };
+        // Every host port or none: a failure leaves nothing bound.
+        let bound = match ports::forwards(&config, ip).and_then(|f| ports::bind(&f)) {
+            Ok(bound) => bound,
+            Err(e) => {
+                if let Some(ip) = ip {
+                    t.ipam.release(ip);
+                }
+                return Err(e);
+            }
+        };
         let pod = PodRecord {
             id: new_id(),
             config,
@@ -50,10 +61,15 @@ impl Runtime {
             ready: true,
             ip,
         };
-        if let Err(e) = self.records.save_pod(&pod) {
+        if let Err(e) = self
+            .records
+            .save_pod(&pod)
+            .and_then(|()| self.ports.serve(&pod.id, bound))
+        {
             if let Some(ip) = ip {
                 t.ipam.release(ip);
             }
+            self.records.remove_pod(&pod.id);
             return Err(e);
         }
         tracing::info!(pod = %pod.id, name = %key, ip = ?pod.ip, "pod sandbox ready");
@@ -63,8 +79,8 @@ impl Runtime {
         Ok(id)
     }
 
-    /// Kills the pod's running containers and marks it NOTREADY. Unknown
-    /// ids succeed (the call is idempotent).
+    /// Kills the pod's running containers, closes its host ports and marks
+    /// it NOTREADY. Unknown ids succeed (the call is idempotent).
     pub async fn stop_pod_sandbox(self: &Arc<Self>, id: &str) -> Result<(), CriError> {
         let (pod_id, containers) = {
             let t = self.tables();
@@ -85,6 +101,7 @@ impl Runtime {
                 Err(e) => return Err(e),
             }
         }
+        self.ports.close(&pod_id).await;
         let mut t = self.tables();
         if let Some(pod) = t.pods.get_mut(&pod_id)
             && pod.ready
@@ -97,7 +114,7 @@ impl Runtime {
     }
 
     /// Removes the pod and its containers (killing those still running) and
-    /// frees its IP. Unknown ids succeed.
+    /// frees its IP and host ports. Unknown ids succeed.
     pub async fn remove_pod_sandbox(self: &Arc<Self>, id: &str) -> Result<(), CriError> {
         let (pod_id, containers) = {
             let t = self.tables();
@@ -115,6 +132,7 @@ impl Runtime {
         for c in containers {
             self.remove_container(&c).await?;
         }
+        self.ports.close(&pod_id).await;
         let mut t = self.tables();
         if let Some(pod) = t.pods.remove(&pod_id) {
             t.pod_names.remove(&PodRecord::name_key(&pod.config));

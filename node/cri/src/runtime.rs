@@ -74,6 +74,8 @@ pub(crate) struct Runtime {
     pub records: Records,
     /// `DATA_DIR/cri`: records, per-container files, exec scratch space.
     pub state_dir: PathBuf,
+    /// The sandboxes' host ports.
+    pub ports: crate::ports::HostPorts,
     tables: Mutex<Tables>,
 }
 
@@ -157,6 +159,7 @@ impl Runtime {
             images,
             records,
             state_dir,
+            ports: Default::default(),
             tables: Mutex::new(tables),
         }))
     }
@@ -258,6 +261,7 @@ impl Runtime {
             }
         });
         futures::future::join_all(stops).await;
+        self.ports.close_all().await;
     }
 }
 
