@@ -4,10 +4,8 @@
 //! through the API (and `kubectl`), and the runtime looked at through its
 //! own CRI socket.
 
-use std::ffi::OsString;
-use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -16,8 +14,7 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, ContainerStatus, Event, Node, Pod};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
-use tempfile::TempDir;
-use testbed::ShoalServer;
+use testbed::{NodeOptions, ShoalNode, ShoalServer};
 
 /// How long any one wait may take.
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -31,165 +28,41 @@ fn shoal() -> Command {
     cmd
 }
 
-/// A child process, its stderr in a file, killed on drop.
-struct Proc {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Proc {
-    fn spawn(args: &[OsString], log: PathBuf) -> Proc {
-        let file = File::options()
-            .create(true)
-            .append(true)
-            .open(&log)
-            .unwrap();
-        let child = shoal()
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(file)
-            .spawn()
-            .unwrap();
-        Proc { child, log }
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-/// A pod CIDR no concurrently running test process shares (the same
-/// scheme as the CRI tests).
+/// A pod CIDR no concurrently running test process shares.
 fn pod_cidr() -> String {
-    let n = std::process::id();
-    format!("127.{}.{}.0/24", 43 + (n / 256) % 200, n % 256)
+    testbed::pod_cidr(0)
 }
 
-/// A node in a temporary data directory.
-struct TestNode {
-    dir: TempDir,
-    kubeconfig: PathBuf,
-    /// `shoal cri`, when the kubelet runs alone.
-    cri: Option<Proc>,
-    /// `shoal node`, or `shoal kubelet`.
-    kubelet: Option<Proc>,
+/// Imports the sample guests, then starts `shoal node` (or, with `split`,
+/// `shoal cri` and `shoal kubelet`).
+fn start_node(server: &ShoalServer, split: bool) -> anyhow::Result<ShoalNode> {
+    ShoalNode::start(
+        Path::new(env!("CARGO_BIN_EXE_shoal")),
+        &server.kubeconfig(),
+        &NodeOptions {
+            name: NODE,
+            node_ip: NODE_IP,
+            split,
+            images: &[
+                (artifacts::HELLO, "hello:v1"),
+                (artifacts::BATCH_PI, "batch-pi:v1"),
+                (artifacts::DEEP_RECURSION, "deep-recursion:v1"),
+                (artifacts::INFINITE_LOOP, "infinite-loop:v1"),
+                (artifacts::HELLO_HTTP, "hello-http:v1"),
+            ],
+            extra: &["--backoff-base", "1", "--backoff-max", "4"],
+        },
+    )
 }
 
-impl TestNode {
-    /// Imports the sample guests, then starts `shoal node` (or, with
-    /// `split`, `shoal cri` and `shoal kubelet`).
-    fn start(server: &ShoalServer, split: bool) -> TestNode {
-        let dir = tempfile::Builder::new()
-            .prefix("shoal-node")
-            .tempdir()
-            .unwrap();
-        for (wasm, name) in [
-            (artifacts::HELLO, "hello:v1"),
-            (artifacts::BATCH_PI, "batch-pi:v1"),
-            (artifacts::DEEP_RECURSION, "deep-recursion:v1"),
-            (artifacts::INFINITE_LOOP, "infinite-loop:v1"),
-            (artifacts::HELLO_HTTP, "hello-http:v1"),
-        ] {
-            let out = shoal()
-                .args(["image", "import", wasm, name, "--data-dir"])
-                .arg(dir.path())
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "import {name}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        let mut node = TestNode {
-            kubeconfig: server.kubeconfig(),
-            cri: None,
-            kubelet: None,
-            dir,
-        };
-        if split {
-            node.cri = Some(Proc::spawn(
-                &["cri".into(), "--data-dir".into(), node.dir.path().into()],
-                node.dir.path().join("cri.log"),
-            ));
-        }
-        node.start_kubelet(split);
-        node
-    }
-
-    fn start_kubelet(&mut self, split: bool) {
-        let mut args: Vec<OsString> = vec![if split { "kubelet" } else { "node" }.into()];
-        for (flag, value) in [
-            ("--kubeconfig", self.kubeconfig.as_os_str()),
-            ("--data-dir", self.dir.path().as_os_str()),
-        ] {
-            args.push(flag.into());
-            args.push(value.into());
-        }
-        for a in [
-            "--name",
-            NODE,
-            "--node-ip",
-            NODE_IP,
-            "--backoff-base",
-            "1",
-            "--backoff-max",
-            "4",
-        ] {
-            args.push(a.into());
-        }
-        self.kubelet = Some(Proc::spawn(&args, self.dir.path().join("kubelet.log")));
-    }
-
-    fn socket(&self) -> PathBuf {
-        self.dir.path().join("cri.sock")
-    }
-
-    async fn cri(&self) -> cri::client::RuntimeClient {
-        cri::client::connect(self.socket()).await.unwrap().0
-    }
-
-    /// The end of every log of the node, for failure messages.
-    fn logs(&self) -> String {
-        let mut out = String::new();
-        for p in self.kubelet.iter().chain(self.cri.iter()) {
-            let text = std::fs::read_to_string(&p.log).unwrap_or_default();
-            let lines: Vec<&str> = text.lines().collect();
-            out.push_str(&format!("--- {} (last 80 lines)\n", p.log.display()));
-            for l in &lines[lines.len().saturating_sub(80)..] {
-                out.push_str(l);
-                out.push('\n');
-            }
-        }
-        out
-    }
-
-    fn kubelet_log(&self) -> String {
-        self.kubelet
-            .as_ref()
-            .map(|p| std::fs::read_to_string(&p.log).unwrap_or_default())
-            .unwrap_or_default()
-    }
-}
-
-impl Drop for TestNode {
-    fn drop(&mut self) {
-        // The kubelet first, then the runtime.
-        drop(self.kubelet.take());
-        drop(self.cri.take());
-    }
+/// A CRI client on the node's runtime socket.
+async fn cri(node: &ShoalNode) -> cri::client::RuntimeClient {
+    cri::client::connect(node.socket()).await.unwrap().0
 }
 
 struct Cluster {
     server: ShoalServer,
-    node: TestNode,
+    node: ShoalNode,
     client: kube::Client,
     pods: Api<Pod>,
 }
@@ -198,7 +71,7 @@ impl Cluster {
     async fn start(split: bool) -> anyhow::Result<Cluster> {
         let server = ShoalServer::start(Path::new(env!("CARGO_BIN_EXE_shoal")), &[])?;
         let client = kubelet::client_from_kubeconfig(&server.kubeconfig()).await?;
-        let node = TestNode::start(&server, split);
+        let node = start_node(&server, split)?;
         let c = Cluster {
             pods: Api::namespaced(client.clone(), "default"),
             server,
@@ -222,7 +95,7 @@ impl Cluster {
                 &Patch::Merge(json!({"spec": {"podCIDR": cidr}})),
             )
             .await?;
-        let mut rt = c.node.cri().await;
+        let mut rt = cri(&c.node).await;
         c.wait("the runtime has the node's pod CIDR", || {
             let mut rt = rt.clone();
             let cidr = cidr.clone();
@@ -404,8 +277,8 @@ async fn exec(
 }
 
 /// The container's log file under the node's data directory.
-fn log_file(node: &TestNode, pod: &Pod, container: &str, restarts: i32) -> PathBuf {
-    node.dir.path().join(format!(
+fn log_file(node: &ShoalNode, pod: &Pod, container: &str, restarts: i32) -> PathBuf {
+    node.dir().join(format!(
         "logs/pods/default_{}_{}/{container}/{restarts}.log",
         pod.metadata.name.as_deref().unwrap_or_default(),
         uid(pod)
@@ -709,7 +582,7 @@ async fn configmap_volumes_and_env_reach_the_guest_and_follow_updates() -> anyho
     let log = std::fs::read_to_string(log_file(&c.node, &pod, "setup", 0))?;
     assert!(log.contains("arg: init"), "{log}");
 
-    let mut rt = c.node.cri().await;
+    let mut rt = cri(&c.node).await;
     let id = container_id(&pod, "web");
     let (code, out) = exec(&mut rt, &id, &["cat", "/etc/config/g.txt"]).await?;
     assert_eq!((code, out.as_str()), (0, "hello-world"));
@@ -722,7 +595,7 @@ async fn configmap_volumes_and_env_reach_the_guest_and_follow_updates() -> anyho
         assert!(env.lines().any(|l| l == var), "{var} in:\n{env}");
     }
     // The files are as the items and modes say, behind the atomic writer's links.
-    let vol = c.node.dir.path().join(format!(
+    let vol = c.node.dir().join(format!(
         "pods/{}/volumes/kubernetes.io~configmap",
         uid(&pod)
     ));
@@ -822,7 +695,7 @@ async fn deletion_stops_the_container_and_confirms_before_the_grace_runs_out() -
         .wait_pod("loop", "Running", |p| running(p, "loop"))
         .await?;
     let uid = uid(&pod);
-    let mut rt = c.node.cri().await;
+    let mut rt = cri(&c.node).await;
     assert_eq!(runtime_containers(&mut rt, &uid).await.len(), 1);
 
     let started = Instant::now();
@@ -839,7 +712,7 @@ async fn deletion_stops_the_container_and_confirms_before_the_grace_runs_out() -
     // The apiserver would remove the pod only when its 30 s grace ran out:
     // the kubelet stopped the container and confirmed the deletion first.
     assert!(took < Duration::from_secs(20), "gone after {took:?}");
-    let pod_dir = c.node.dir.path().join("pods").join(&uid);
+    let pod_dir = c.node.dir().join("pods").join(&uid);
     c.wait("the container, sandbox and volumes are removed", || {
         let mut rt = rt.clone();
         let uid = uid.clone();
@@ -956,7 +829,7 @@ async fn an_active_deadline_fails_the_pod() -> anyhow::Result<()> {
     let s = pod.status.clone().unwrap();
     assert_eq!(s.reason.as_deref(), Some("DeadlineExceeded"));
     let uid = uid(&pod);
-    let mut rt = c.node.cri().await;
+    let mut rt = cri(&c.node).await;
     c.wait("the container is stopped", || {
         let mut rt = rt.clone();
         let uid = uid.clone();
@@ -1001,8 +874,8 @@ async fn a_restarted_kubelet_restarts_no_container() -> anyhow::Result<()> {
         .started_at;
 
     // Kill the kubelet (the runtime keeps running), start it again.
-    c.node.kubelet.as_mut().unwrap().kill();
-    c.node.start_kubelet(true);
+    c.node.kill_kubelet();
+    c.node.start_kubelet()?;
     c.wait("the new kubelet listed its pods", || async {
         c.node.kubelet_log().matches("pods listed").count() >= 2
     })
@@ -1015,7 +888,7 @@ async fn a_restarted_kubelet_restarts_no_container() -> anyhow::Result<()> {
             &Patch::Merge(json!({"metadata": {"labels": {"gen": "2"}}})),
         )
         .await?;
-    let labels = c.node.dir.path().join(format!(
+    let labels = c.node.dir().join(format!(
         "pods/{}/volumes/kubernetes.io~downward-api/info/labels",
         uid(&before)
     ));
@@ -1032,7 +905,7 @@ async fn a_restarted_kubelet_restarts_no_container() -> anyhow::Result<()> {
         cs.state.clone().unwrap().running.unwrap().started_at,
         started_at
     );
-    let mut rt = c.node.cri().await;
+    let mut rt = cri(&c.node).await;
     let listed = runtime_containers(&mut rt, &uid(&after)).await;
     assert_eq!(listed.len(), 1, "{listed:?}");
     assert_eq!(listed[0].id, id);
@@ -1072,7 +945,7 @@ async fn pods_keep_running_while_the_apiserver_is_down() -> anyhow::Result<()> {
         })
         .await?;
     let id = container_id(&steady, "loop");
-    let mut rt = c.node.cri().await;
+    let mut rt = cri(&c.node).await;
     let max_attempt = |listed: Vec<cri_api::Container>| {
         listed
             .iter()

@@ -3,13 +3,16 @@
 //!
 //! Nothing here is mocked. An [`Etcd`] is one `etcd` process; an
 //! [`EtcdCluster`] is several that form one cluster; a [`Registry`] is one
-//! OCI registry (`docker-registry`). All are killed
+//! OCI registry (`docker-registry`); a [`ShoalServer`] and a [`ShoalNode`]
+//! are the real `shoal` processes. All are killed
 //! (SIGKILL) when dropped, and their data directories removed. Tests wait on
 //! conditions with [`wait_until`], never on fixed sleeps.
 
+mod node;
 mod registry;
 mod shoal;
 
+pub use node::{NodeOptions, ShoalNode, import_image, node_ip, pod_cidr};
 pub use registry::{REGISTRY_BIN_ENV, Registry};
 pub use shoal::{Kubectl, Run, ShoalServer, kubectl_bin};
 
