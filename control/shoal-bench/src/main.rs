@@ -5,6 +5,7 @@
 
 mod api;
 mod peers;
+mod pods;
 mod report;
 mod runtime;
 mod runtime_cri;
@@ -59,6 +60,9 @@ enum Suite {
     /// (internal) the apiserver and scheduler the `scheduler` suite measures.
     #[value(hide = true)]
     ServeScheduler,
+    /// Pod startup latency (create to Running) on a real `shoal server`
+    /// and `shoal node`: 1, 100 and 1,000 pods.
+    Pods,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -102,5 +106,6 @@ async fn run() -> anyhow::Result<()> {
                 .ok_or_else(|| anyhow::anyhow!("serve-scheduler needs --data-dir"))?;
             scheduler::serve(&dir, args.port.unwrap_or(0)).await
         }
+        Suite::Pods => pods::run(args.scale).await,
     }
 }
