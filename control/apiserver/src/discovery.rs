@@ -89,6 +89,16 @@ fn resource_entries(r: &Resource) -> Vec<Value> {
         };
         out.push(entry);
     }
+    // Served by kubelets, as kube-apiserver lists them.
+    for (plural, sub) in crate::kubelet::CONNECT_SUBRESOURCES {
+        if r.group.is_empty() && *plural == r.plural {
+            let (kind, verbs): (&str, &[&str]) = match *sub {
+                "exec" => ("PodExecOptions", &["create", "get"]),
+                _ => (r.kind, &["get"]),
+            };
+            out.push(json!({"name": format!("{plural}/{sub}"), "singularName": "", "namespaced": r.namespaced, "kind": kind, "verbs": verbs}));
+        }
+    }
     out
 }
 
@@ -157,6 +167,19 @@ mod tests {
             .unwrap();
         assert_eq!(pods["shortNames"], json!(["po"]));
         assert_eq!(pods["categories"], json!(["all"]));
+        let sub = |name: &str| {
+            core["resources"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|r| r["name"] == name)
+                .cloned()
+        };
+        assert_eq!(sub("pods/log").unwrap()["verbs"], json!(["get"]));
+        assert_eq!(sub("pods/exec").unwrap()["kind"], "PodExecOptions");
+        assert_eq!(sub("pods/exec").unwrap()["verbs"], json!(["create", "get"]));
+        assert!(sub("pods/attach").is_none());
+        assert!(sub("pods/portforward").is_none());
         assert!(resource_list("apps", "v2").is_none());
         assert!(
             api_groups()["groups"]

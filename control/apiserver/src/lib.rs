@@ -12,6 +12,8 @@ pub mod alloc;
 pub mod bootstrap;
 pub mod decoders;
 pub mod discovery;
+pub mod join;
+pub mod kubelet;
 pub mod list;
 pub mod object;
 pub mod openapi;
@@ -34,7 +36,7 @@ use axum::extract::{Path, Request};
 use axum::http::{Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Extension, Router};
 use status::ApiError;
 use std::future::Future;
@@ -52,14 +54,38 @@ pub struct State {
     /// `host:port` clients use to reach this server.
     pub server_address: String,
     inflight: tokio::sync::Semaphore,
+    /// Node joins (`/cacerts`, `/v1-shoal/join`); not served without it.
+    joiner: Option<join::Joiner>,
+    /// Connections to kubelets (`pods/log`, `pods/exec`); 503 without it.
+    kubelets: Option<kubelet::KubeletClient>,
 }
 
 impl State {
+    /// A state serving the API over `store`, without node joins or kubelets.
     pub fn new(store: DynStore, server_address: String, max_inflight: usize) -> Arc<State> {
         Arc::new(State {
             store,
             server_address,
             inflight: tokio::sync::Semaphore::new(max_inflight),
+            joiner: None,
+            kubelets: None,
+        })
+    }
+
+    /// A state that also lets nodes join and reaches their kubelets.
+    pub fn with_nodes(
+        store: DynStore,
+        server_address: String,
+        max_inflight: usize,
+        joiner: join::Joiner,
+        kubelets: kubelet::KubeletClient,
+    ) -> Arc<State> {
+        Arc::new(State {
+            store,
+            server_address,
+            inflight: tokio::sync::Semaphore::new(max_inflight),
+            joiner: Some(joiner),
+            kubelets: Some(kubelets),
         })
     }
 }
@@ -99,6 +125,8 @@ pub enum Error {
     },
     #[error("cannot set up the cluster certificates")]
     Pki(#[from] pki::PkiError),
+    #[error("cannot set up the node token")]
+    Token(#[from] join::JoinError),
     #[error("cannot create the built-in objects: {0}")]
     Bootstrap(ApiError),
     #[error("the HTTPS server failed")]
@@ -117,7 +145,8 @@ pub struct ApiServer {
 
 impl ApiServer {
     /// Binds the port, loads or creates the certificates, writes
-    /// `DATA_DIR/admin.kubeconfig` and creates the built-in objects.
+    /// `DATA_DIR/admin.kubeconfig` and `DATA_DIR/node-token` (kept once
+    /// made) and creates the built-in objects.
     pub async fn build(config: Config, store: DynStore) -> Result<ApiServer, Error> {
         let addr = SocketAddr::new(config.bind_address, config.port);
         let listener = tokio::net::TcpListener::bind(addr)
@@ -145,12 +174,21 @@ impl ApiServer {
             pki.admin_cert_pem(),
             pki.admin_key_pem(),
         )?;
-        let state = State::new(store, server_address, config.max_inflight);
+        let token = join::NodeToken::load_or_create(&config.data_dir, pki.ca_der())?;
+        let kubelets = kubelet::KubeletClient::new(pki.kubelet_client_config()?);
+        let tls = pki.server_config()?;
+        let state = State::with_nodes(
+            store,
+            server_address,
+            config.max_inflight,
+            join::Joiner::new(pki, token),
+            kubelets,
+        );
         bootstrap::run(&state, &host, local.port())
             .await
             .map_err(Error::Bootstrap)?;
         Ok(ApiServer {
-            tls: pki.server_config()?,
+            tls,
             state,
             listener,
             kubeconfig,
@@ -160,6 +198,11 @@ impl ApiServer {
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
+    }
+
+    /// Where the node token was written.
+    pub fn node_token_path(&self) -> PathBuf {
+        self.kubeconfig.with_file_name(join::TOKEN_FILE)
     }
 
     /// Where the admin kubeconfig was written.
@@ -193,6 +236,26 @@ pub fn router(state: Arc<State>) -> Router {
         .route(
             "/version",
             get(|| async { axum::Json(discovery::version()) }),
+        )
+        .route(
+            join::CACERTS_PATH,
+            get(|Extension(state): Extension<Arc<State>>| async move {
+                match &state.joiner {
+                    Some(joiner) => join::cacerts(joiner).await,
+                    None => not_found(join::CACERTS_PATH),
+                }
+            }),
+        )
+        .route(
+            join::JOIN_PATH,
+            post(
+                |Extension(state): Extension<Arc<State>>, req: Request| async move {
+                    match &state.joiner {
+                        Some(joiner) => join::join(joiner, req).await,
+                        None => not_found(join::JOIN_PATH),
+                    }
+                },
+            ),
         );
     let openapi = Router::new()
         .route("/openapi/v2", get(discovery::openapi_v2))
@@ -238,12 +301,22 @@ pub fn router(state: Arc<State>) -> Router {
         .layer(middleware::from_fn(trace))
 }
 
-/// Every resource path.
+/// Every resource path; `pods/log` and `pods/exec` go to the kubelet
+/// (long-running, outside the in-flight limit).
 async fn resource(Extension(state): Extension<Arc<State>>, req: Request) -> Response {
+    let path = req.uri().path().to_string();
+    let target = match request::parse_target(&path) {
+        Ok(Some(t)) => t,
+        Ok(None) => return ApiError::no_route(&path).into_response(),
+        Err(e) => return e.into_response(),
+    };
+    if let Some(sub) = &target.sub
+        && kubelet::is_connect(target.res, sub)
+    {
+        return kubelet::connect(state, target, req).await;
+    }
     let (parts, body) = req.into_parts();
-    let path = parts.uri.path().to_string();
     let result = async {
-        let target = request::parse_target(&path)?.ok_or_else(|| ApiError::no_route(&path))?;
         let params = request::Params::parse(parts.uri.query())?;
         let long_running = params.watch && parts.method == Method::GET;
         let _permit = if long_running {

@@ -1,8 +1,10 @@
 //! The cluster's certificates, made at first start as kubeadm and k3s make them.
 //!
 //! `DIR/pki` (mode 0700) holds one CA (`ca.crt`, `ca.key`), the apiserver's
-//! serving pair (`apiserver.crt`, `apiserver.key`) and the admin client pair
-//! (`admin.crt`, `admin.key`: CN `shoal-admin`, O `system:masters`). Keys are
+//! serving pair (`apiserver.crt`, `apiserver.key`), the admin client pair
+//! (`admin.crt`, `admin.key`: CN `shoal-admin`, O `system:masters`) and the
+//! pair the apiserver presents to kubelets (`apiserver-kubelet-client.crt`,
+//! `.key`: CN `kube-apiserver-kubelet-client`, O `system:masters`). Keys are
 //! ECDSA P-256, PKCS#8 PEM, mode 0600; files are written atomically.
 //!
 //! The CA is never replaced: a missing half or an unreadable file is an error
@@ -26,7 +28,7 @@ use rcgen::{
 };
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::server::WebPkiClientVerifier;
-use rustls::{RootCertStore, ServerConfig};
+use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use x509_parser::certificate::X509Certificate;
 use x509_parser::error::{PEMError, X509Error};
 use x509_parser::extensions::GeneralName;
@@ -35,6 +37,12 @@ use x509_parser::extensions::GeneralName;
 pub const ADMIN_USER: &str = "shoal-admin";
 /// The group that Kubernetes authorizes for everything.
 pub const ADMIN_GROUP: &str = "system:masters";
+/// The identity the apiserver presents to kubelets (logs, exec), as kubeadm names it.
+pub const KUBELET_CLIENT_USER: &str = "kube-apiserver-kubelet-client";
+/// The group of every node's client certificate.
+pub const NODES_GROUP: &str = "system:nodes";
+/// A node's user name is this prefix and the node name.
+pub const NODE_USER_PREFIX: &str = "system:node:";
 /// Hosts the apiserver's serving certificate always covers.
 pub const DEFAULT_HOSTS: [&str; 7] = [
     "127.0.0.1",
@@ -124,6 +132,7 @@ pub struct Pki {
     ca: Ca,
     serving: Leaf,
     admin: Leaf,
+    kubelet_client: Leaf,
 }
 
 impl std::fmt::Debug for Pki {
@@ -209,7 +218,29 @@ impl Pki {
                 days: LEAF_DAYS,
             },
         )?;
-        Ok(Pki { ca, serving, admin })
+        let kubelet_client = ensure_leaf(
+            &ca,
+            &Files::new(&dir, "apiserver-kubelet-client"),
+            fresh,
+            Spec {
+                cn: KUBELET_CLIENT_USER,
+                orgs: &[ADMIN_GROUP],
+                hosts: &[],
+                usage: ExtendedKeyUsagePurpose::ClientAuth,
+                days: LEAF_DAYS,
+            },
+        )?;
+        Ok(Pki {
+            ca,
+            serving,
+            admin,
+            kubelet_client,
+        })
+    }
+
+    /// The CA certificate, DER.
+    pub fn ca_der(&self) -> &[u8] {
+        &self.ca.der
     }
 
     /// The CA certificate, PEM.
@@ -274,6 +305,45 @@ impl Pki {
         Ok((leaf.cert_pem, leaf.key_pem))
     }
 
+    /// Issues what a joining node needs: a client certificate for
+    /// `system:node:NAME` in `system:nodes`, and a serving certificate for
+    /// its kubelet API covering its addresses and name.
+    pub fn issue_node(&self, name: &str, addresses: &[IpAddr]) -> Result<NodeCerts, PkiError> {
+        let user = format!("{NODE_USER_PREFIX}{name}");
+        let (client_cert_pem, client_key_pem) =
+            self.issue_client(&user, &[NODES_GROUP], LEAF_DAYS)?;
+        let mut hosts: Vec<String> = addresses.iter().map(IpAddr::to_string).collect();
+        hosts.push(name.to_string());
+        let (serving_cert_pem, serving_key_pem) = self.issue_serving(&hosts)?;
+        Ok(NodeCerts {
+            client_cert_pem,
+            client_key_pem,
+            serving_cert_pem,
+            serving_key_pem,
+        })
+    }
+
+    /// The TLS configuration for connecting to kubelets: their serving
+    /// certificates must chain to the cluster CA; the apiserver presents
+    /// `kube-apiserver-kubelet-client`; ALPN http/1.1 (exec upgrades).
+    pub fn kubelet_client_config(&self) -> Result<Arc<ClientConfig>, PkiError> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = RootCertStore::empty();
+        roots.add(CertificateDer::from(self.ca.der.clone()))?;
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
+            self.kubelet_client.key_der.clone(),
+        ));
+        let mut config = ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots)
+            .with_client_auth_cert(
+                vec![CertificateDer::from(self.kubelet_client.cert_der.clone())],
+                key,
+            )?;
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(Arc::new(config))
+    }
+
     /// The apiserver's TLS configuration: the serving cert; client certs are
     /// requested but optional, and verified against the CA; ALPN h2, http/1.1.
     pub fn server_config(&self) -> Result<Arc<ServerConfig>, PkiError> {
@@ -294,6 +364,20 @@ impl Pki {
             )?;
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(Arc::new(config))
+    }
+}
+
+/// A joining node's certificates, all PEM.
+pub struct NodeCerts {
+    pub client_cert_pem: String,
+    pub client_key_pem: String,
+    pub serving_cert_pem: String,
+    pub serving_key_pem: String,
+}
+
+impl std::fmt::Debug for NodeCerts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeCerts").finish_non_exhaustive()
     }
 }
 
@@ -623,7 +707,7 @@ fn read(path: &Path) -> Result<String, PkiError> {
 }
 
 /// Writes through a temporary file and a rename, so readers never see half a file.
-fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<(), PkiError> {
+pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<(), PkiError> {
     let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
     tmp_name.push(".tmp");
     let tmp = path.with_file_name(tmp_name);
@@ -689,7 +773,12 @@ mod tests {
 
         let pki = dir.path().join("pki");
         assert_eq!(mode(&pki), 0o700);
-        for key in ["ca.key", "apiserver.key", "admin.key"] {
+        for key in [
+            "ca.key",
+            "apiserver.key",
+            "admin.key",
+            "apiserver-kubelet-client.key",
+        ] {
             assert_eq!(mode(&pki.join(key)), 0o600, "{key}");
         }
         Ok(())
@@ -741,6 +830,19 @@ mod tests {
         verify_server(pki.ca_pem(), &cert, "192.168.1.7")?;
         assert!(verify_server(pki.ca_pem(), &cert, "n2").is_err());
         assert!(matches!(pki.issue_serving(&[]), Err(PkiError::NoHosts)));
+
+        let node = pki.issue_node("n2", &["127.0.0.2".parse()?])?;
+        let id = crate::tls::identity_from_cert(&pem_der(&node.client_cert_pem))?;
+        assert_eq!(id.user, "system:node:n2");
+        assert!(id.groups.contains(&NODES_GROUP.to_string()));
+        verify_server(pki.ca_pem(), &node.serving_cert_pem, "127.0.0.2")?;
+        verify_server(pki.ca_pem(), &node.serving_cert_pem, "n2")?;
+        assert!(verify_server(pki.ca_pem(), &node.serving_cert_pem, "127.0.0.3").is_err());
+
+        let id = crate::tls::identity_from_cert(&pem_der(&pki.kubelet_client.cert_pem))?;
+        assert_eq!(id.user, KUBELET_CLIENT_USER);
+        assert!(id.groups.contains(&ADMIN_GROUP.to_string()));
+        pki.kubelet_client_config()?;
         Ok(())
     }
 

@@ -63,6 +63,7 @@ pub fn parse_target(path: &str) -> Result<Option<Target>, ApiError> {
     }
     if let Some(sub) = &t.sub
         && !t.res.subresources.iter().any(|s| s.name() == sub)
+        && !crate::kubelet::is_connect(t.res, sub)
     {
         return Err(not_found());
     }
@@ -237,6 +238,12 @@ mod tests {
         assert_eq!(parse_target("/api/v1").unwrap(), None);
         assert_eq!(parse_target("/apis/apps/v1").unwrap(), None);
         assert_eq!(parse_target("/api/v1/widgets").unwrap_err().code, 404);
+        let t = parse_target("/api/v1/namespaces/a/pods/p/log")
+            .unwrap()
+            .unwrap();
+        assert_eq!(t.sub.as_deref(), Some("log"));
+        assert!(parse_target("/api/v1/namespaces/a/pods/p/exec").is_ok());
+        assert_eq!(parse_target("/api/v1/nodes/n/log").unwrap_err().code, 404);
         assert_eq!(
             parse_target("/api/v1/namespaces/a/pods/p/nope")
                 .unwrap_err()

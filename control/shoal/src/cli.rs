@@ -104,12 +104,11 @@ pub struct ServerArgs {
 
 #[derive(Debug, Args)]
 pub struct NodeArgs {
-    /// The apiserver URL, e.g. https://127.0.0.1:6443 (joining with a token is not
-    /// available yet: give --kubeconfig).
-    #[arg(long)]
+    /// The apiserver URL to join, e.g. https://10.0.0.1:6443 (with --token; or give --kubeconfig).
+    #[arg(long, env = "SHOAL_SERVER")]
     pub server: Option<String>,
-    /// The node join token from the server's `DATA_DIR/node-token` (not available yet).
-    #[arg(long, env = "SHOAL_TOKEN")]
+    /// The node join token: the server's `DATA_DIR/node-token`.
+    #[arg(long, env = "SHOAL_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
     #[command(flatten)]
     pub node: NodeFlags,
@@ -137,6 +136,9 @@ pub struct NodeFlags {
     /// The node's address: its InternalIP, and where everything the node binds listens.
     #[arg(long, default_value = "127.0.0.1")]
     pub node_ip: IpAddr,
+    /// The kubelet API's port on the node's address (logs, exec); 0 picks a free one.
+    #[arg(long, default_value_t = 10250)]
+    pub kubelet_port: u16,
     #[command(flatten)]
     pub data_dir: DataDir,
     /// The most pods the node runs.

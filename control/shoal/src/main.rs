@@ -2,6 +2,7 @@
 
 mod cli;
 mod image;
+mod join;
 mod logging;
 mod node;
 mod scheduler;

@@ -1,6 +1,7 @@
 //! `shoal kubelet` (the kubelet alone, against `shoal cri`'s socket) and
 //! `shoal node` (the CRI runtime in-process, then the kubelet over its
-//! socket).
+//! socket). `shoal node --server URL --token TOKEN` joins first ([`join`]):
+//! the node then talks to the apiserver as `system:node:NAME`.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -8,14 +9,26 @@ use std::time::Duration;
 use anyhow::Context as _;
 
 use crate::cli::{KubeletArgs, NodeArgs, NodeFlags};
-use crate::{error_chain, shutdown_signal};
+use crate::{error_chain, join, shutdown_signal};
 
-/// The kubelet's configuration from the flags.
-fn config(flags: &NodeFlags, data_dir: &Path, socket: PathBuf) -> anyhow::Result<kubelet::Config> {
-    let name = flags.name.clone().unwrap_or_else(kubelet::hostname);
+/// The kubelet's configuration from the flags, serving its API with the
+/// certificate the join gave.
+fn config(
+    flags: &NodeFlags,
+    data_dir: &Path,
+    socket: PathBuf,
+    joined: &join::Joined,
+) -> anyhow::Result<kubelet::Config> {
+    let name = node_name(flags);
     let mut config = kubelet::Config::new(name, data_dir, socket);
     config.node_ip = flags.node_ip;
     config.max_pods = flags.max_pods;
+    config.kubelet_port = flags.kubelet_port;
+    config.serving = Some(kubelet::ServingTls {
+        cert_pem: joined.answer.serving_cert_pem.clone(),
+        key_pem: joined.answer.serving_key_pem.clone(),
+        client_ca_pem: joined.answer.ca_pem.clone(),
+    });
     let secs = |v: f64, flag: &str| {
         Duration::try_from_secs_f64(v)
             .ok()
@@ -29,6 +42,11 @@ fn config(flags: &NodeFlags, data_dir: &Path, socket: PathBuf) -> anyhow::Result
     }
     config.backoff.reset_after = (config.backoff.max * 2).max(Duration::from_secs(1));
     Ok(config)
+}
+
+/// `--name`, else the host name.
+fn node_name(flags: &NodeFlags) -> String {
+    flags.name.clone().unwrap_or_else(kubelet::hostname)
 }
 
 /// The kubeconfig to use: `--kubeconfig`, else `$KUBECONFIG`, else
@@ -45,9 +63,23 @@ async fn client(flags: &NodeFlags, data_dir: &Path) -> anyhow::Result<kube::Clie
             path.display()
         );
     }
-    kubelet::client_from_kubeconfig(&path)
+    kubeconfig_client(&path).await
+}
+
+async fn kubeconfig_client(path: &Path) -> anyhow::Result<kube::Client> {
+    kubelet::client_from_kubeconfig(path)
         .await
         .map_err(|e| anyhow::anyhow!("{}", error_chain(&e)))
+}
+
+/// The kubelet API's serving certificate, asked for with the client's own
+/// certificate (an admin kubeconfig, or the node's).
+async fn serving(
+    client: &kube::Client,
+    flags: &NodeFlags,
+    data_dir: &Path,
+) -> anyhow::Result<join::Joined> {
+    join::with_client(client, &node_name(flags), &[flags.node_ip], data_dir).await
 }
 
 fn data_dir(flags: &NodeFlags) -> anyhow::Result<PathBuf> {
@@ -65,8 +97,9 @@ pub async fn kubelet(args: KubeletArgs) -> anyhow::Result<()> {
         .cri_socket
         .clone()
         .unwrap_or_else(|| dir.join("cri.sock"));
-    let config = config(&args.node, &dir, socket.clone())?;
     let client = client(&args.node, &dir).await?;
+    let joined = serving(&client, &args.node, &dir).await?;
+    let config = config(&args.node, &dir, socket.clone(), &joined)?;
     let shutdown = shutdown_signal()?;
     let name = config.node_name.clone();
     let kubelet = kubelet::Kubelet::build(config, client)
@@ -86,19 +119,41 @@ pub async fn kubelet(args: KubeletArgs) -> anyhow::Result<()> {
 /// `shoal node`: the CRI runtime in this process and the kubelet over its
 /// socket. Stopping it stops the runtime, and so every container.
 pub async fn node(args: NodeArgs) -> anyhow::Result<()> {
-    if args.server.is_some() || args.token.is_some() {
-        anyhow::bail!(
-            "joining with --server and --token is not available in this build yet: \
-             give --kubeconfig FILE (for example the server's DATA_DIR/admin.kubeconfig)"
-        );
-    }
     let dir = data_dir(&args.node)?;
-    let client = client(&args.node, &dir).await?;
+    let (client, joined) = match (&args.server, &args.token) {
+        (Some(server), Some(token)) => {
+            if args.node.kubeconfig.is_some() {
+                anyhow::bail!("give either --server and --token, or --kubeconfig, not both");
+            }
+            let name = node_name(&args.node);
+            let joined = join::with_token(server, token, &name, &[args.node.node_ip], &dir).await?;
+            let kubeconfig = joined
+                .kubeconfig
+                .clone()
+                .context("a join with a token writes a kubeconfig")?;
+            eprintln!(
+                "joined {server} as system:node:{name}; credentials in {}",
+                kubeconfig.display()
+            );
+            (kubeconfig_client(&kubeconfig).await?, joined)
+        }
+        (Some(_), None) => anyhow::bail!(
+            "--server needs --token: give the token from the server's DATA_DIR/node-token"
+        ),
+        (None, Some(_)) => anyhow::bail!(
+            "--token needs --server: give the server's URL, like https://10.0.0.1:6443"
+        ),
+        (None, None) => {
+            let client = client(&args.node, &dir).await?;
+            let joined = serving(&client, &args.node, &dir).await?;
+            (client, joined)
+        }
+    };
     let server = cri::CriServer::build(cri::Config::new(&dir))
         .await
         .map_err(|e| anyhow::anyhow!("{}", error_chain(&e)))?;
     let socket = server.socket().to_owned();
-    let config = config(&args.node, &dir, socket.clone())?;
+    let config = config(&args.node, &dir, socket.clone(), &joined)?;
     let name = config.node_name.clone();
     let shutdown = shutdown_signal()?;
     let (stop_cri, cri_stopped) = tokio::sync::oneshot::channel::<()>();
