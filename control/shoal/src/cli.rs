@@ -79,6 +79,12 @@ impl DataDir {
 pub struct UpArgs {
     #[command(flatten)]
     pub data_dir: DataDir,
+    /// The apiserver's HTTPS port (on 127.0.0.1).
+    #[arg(long, default_value_t = 6443)]
+    pub https_port: u16,
+    /// The kubelet API's port (logs, exec) on 127.0.0.1; 0 picks a free one.
+    #[arg(long, default_value_t = 10250)]
+    pub kubelet_port: u16,
 }
 
 #[derive(Debug, Args)]

@@ -6,10 +6,12 @@ mod join;
 mod logging;
 mod node;
 mod scheduler;
+mod server;
 mod store;
+mod up;
 
 use clap::Parser;
-use cli::{Cli, Command, ServerArgs};
+use cli::{Cli, Command};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -39,11 +41,9 @@ fn main() -> ExitCode {
 
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Server(args) => {
-            let with_scheduler = !args.disable_scheduler;
-            server(args, with_scheduler).await
-        }
-        Command::Apiserver(args) => server(args, false).await,
+        Command::Up(args) => up::run(args).await,
+        Command::Server(args) => server::run(args, true).await,
+        Command::Apiserver(args) => server::run(args, false).await,
         Command::Scheduler(args) => scheduler::run(args).await,
         Command::Cri(args) => cri(args).await,
         Command::Push(args) => image::push(args).await,
@@ -56,51 +56,6 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Node(args) => node::node(args).await,
         other => not_yet(other.component()),
     }
-}
-
-/// The control plane: the store, the apiserver over it and (for `shoal
-/// server`) the scheduler, started once the apiserver is bound. The
-/// controller-manager joins when it is built.
-async fn server(args: ServerArgs, with_scheduler: bool) -> anyhow::Result<()> {
-    let data_dir = args.data_dir.resolve();
-    std::fs::create_dir_all(&data_dir).map_err(|e| {
-        anyhow::anyhow!(
-            "cannot create the data directory {}: {e}",
-            data_dir.display()
-        )
-    })?;
-    let (store, what) = store::open(&data_dir, &args.etcd_endpoints, &args.etcd_prefix).await?;
-    let revision = store::revision(&store).await?;
-    tracing::info!(store = %what, revision, "store ready");
-    let mut config = apiserver::Config::new(&data_dir);
-    config.bind_address = args.bind_address;
-    config.port = args.https_port;
-    let api = apiserver::ApiServer::build(config, store)
-        .await
-        .map_err(|e| anyhow::anyhow!("{}", error_chain(&e)))?;
-    let shutdown = shutdown_signal()?;
-    let addr = api.local_addr()?;
-    let kubeconfig = api.kubeconfig().to_path_buf();
-    tracing::info!(%addr, kubeconfig = %kubeconfig.display(), "apiserver listening");
-    eprintln!(
-        "shoal server is up: https://{addr}, {what}.\nUse it with:  export KUBECONFIG={}; kubectl get namespaces",
-        kubeconfig.display()
-    );
-    let scheduler = if with_scheduler {
-        Some(scheduler::InServer::start(&kubeconfig).await?)
-    } else {
-        None
-    };
-    api.serve(async move {
-        shutdown.await;
-        tracing::info!("stopping");
-        if let Some(s) = scheduler {
-            s.stop().await;
-        }
-    })
-    .await
-    .map_err(|e| anyhow::anyhow!("{}", error_chain(&e)))?;
-    Ok(())
 }
 
 /// The CRI runtime alone, in its own process: the kubelet talks to it over
@@ -163,6 +118,6 @@ fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
 fn not_yet(component: &str) -> anyhow::Result<()> {
     anyhow::bail!(
         "`shoal {component}` is not available in this build yet: its component has not been written. \
-         `shoal server` runs the store and the apiserver today."
+         `shoal up` runs a whole cluster today."
     )
 }

@@ -1,5 +1,6 @@
-//! A real `shoal server` process on a free loopback port, and the real
-//! `kubectl` pointed at it with a fresh discovery cache.
+//! A real `shoal server` (or `shoal up`: a whole cluster) process on a free
+//! loopback port, and the real `kubectl` pointed at it with a fresh
+//! discovery cache.
 
 use anyhow::{Context as _, bail};
 use std::io::{BufRead, BufReader};
@@ -9,9 +10,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
-/// A running `shoal server`, killed (SIGKILL) on drop.
+/// A running `shoal server` or `shoal up`, killed (SIGKILL) on drop.
 #[derive(Debug)]
 pub struct ShoalServer {
+    /// `server` or `up`.
+    command: &'static str,
     child: Option<Child>,
     dir: TempDir,
     port: u16,
@@ -30,7 +33,25 @@ impl ShoalServer {
 
     /// As [`ShoalServer::start`], in a given data directory.
     pub fn start_in(bin: &Path, dir: TempDir, extra: &[&str]) -> anyhow::Result<ShoalServer> {
+        Self::spawn_new("server", bin, dir, extra)
+    }
+
+    /// Starts `BIN up` (the control plane and one node, named for the host,
+    /// at 127.0.0.1) in a temporary data directory, plus `extra` arguments,
+    /// and waits until it says it is ready (its node is Ready).
+    pub fn up(bin: &Path, extra: &[&str]) -> anyhow::Result<ShoalServer> {
+        let dir = tempfile::Builder::new().prefix("shoal-up").tempdir()?;
+        Self::spawn_new("up", bin, dir, extra)
+    }
+
+    fn spawn_new(
+        command: &'static str,
+        bin: &Path,
+        dir: TempDir,
+        extra: &[&str],
+    ) -> anyhow::Result<ShoalServer> {
         let mut server = ShoalServer {
+            command,
             child: None,
             dir,
             port: crate::free_port(),
@@ -52,15 +73,17 @@ impl ShoalServer {
     /// Starts the process and waits until it says it is up.
     fn spawn(&mut self) -> anyhow::Result<()> {
         let (bin, dir, port, extra) = (&self.bin, self.dir.path(), self.port, &self.extra);
-        let mut child = Command::new(bin)
-            .args([
-                "server",
-                "--bind-address",
-                "127.0.0.1",
-                "--https-port",
-                &port.to_string(),
-                "--data-dir",
-            ])
+        let (ready, deadline) = match self.command {
+            "up" => ("shoal up is ready", Duration::from_secs(120)),
+            _ => ("shoal server is up", Duration::from_secs(60)),
+        };
+        let mut cmd = Command::new(bin);
+        cmd.arg(self.command);
+        if self.command == "server" {
+            cmd.args(["--bind-address", "127.0.0.1"]);
+        }
+        let mut child = cmd
+            .args(["--https-port", &port.to_string(), "--data-dir"])
             .arg(dir)
             .args(extra)
             .env_remove("SHOAL_DATA_DIR")
@@ -73,18 +96,22 @@ impl ShoalServer {
         let sink = self.log.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if line.contains("shoal server is up") {
+                if line.contains(ready) {
                     let _ = tx.send(());
                 }
                 sink.lock().expect("log lock").push(line);
             }
         });
         self.child = Some(child);
-        match rx.recv_timeout(Duration::from_secs(60)) {
+        match rx.recv_timeout(deadline) {
             Ok(()) => Ok(()),
             Err(_) => {
                 self.kill();
-                bail!("shoal server did not come up:\n{}", self.log_text())
+                bail!(
+                    "shoal {} did not come up:\n{}",
+                    self.command,
+                    self.log_text()
+                )
             }
         }
     }
@@ -117,6 +144,31 @@ impl ShoalServer {
     /// A `kubectl` for this server.
     pub fn kubectl(&self) -> Kubectl {
         Kubectl::new(&self.kubeconfig())
+    }
+
+    /// Sends SIGTERM and waits (at most `deadline`, then SIGKILL) for the
+    /// process to exit; returns whether it exited by itself, successfully.
+    pub fn terminate(&mut self, deadline: Duration) -> anyhow::Result<bool> {
+        let Some(mut child) = self.child.take() else {
+            return Ok(false);
+        };
+        let sent = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .context("running kill")?;
+        if !sent.success() {
+            bail!("kill -TERM {} failed", child.id());
+        }
+        let end = Instant::now() + deadline;
+        while Instant::now() < end {
+            if let Some(status) = child.try_wait()? {
+                return Ok(status.success());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        Ok(false)
     }
 
     pub fn kill(&mut self) {
