@@ -20,7 +20,7 @@ const P1: &str = "wasm32-wasip1";
 const P2: &str = "wasm32-wasip2";
 
 /// Guests that need wasip2 (std::net works there, over wasi:sockets).
-const P2_GUESTS: &[&str] = &["connect-out", "echo-tcp"];
+const P2_GUESTS: &[&str] = &["connect-out", "echo-tcp", "stdin-echo"];
 
 /// HTTP functions: member crates of the guests workspace, each a cdylib
 /// exporting `wasi:http/incoming-handler` (and no `wasi:cli/run`).

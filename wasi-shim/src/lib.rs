@@ -5,7 +5,8 @@
 //!   compile cache keyed by content digest, and the low-priority guest
 //!   runtime commands run on.
 //! - [`Sandbox`] (`sandbox`): what a guest may see, as data; deny by default,
-//!   grant by builder: argv, env, preopens, outputs, limits, network grants
+//!   grant by builder: argv, env, preopens, stdin ([`Input`]: closed, or
+//!   fed from an async reader), outputs, limits, network grants
 //!   ([`NetGrant`]: connect, or listen on one address), and for an HTTP
 //!   function where to serve it and how many requests at once.
 //! - [`Engine::spawn`] (`run`): starts a guest and returns a [`Running`]. What
@@ -79,8 +80,8 @@ pub use engine::{
 pub use error::ShimError;
 pub use run::{Exit, ExitReason, KILLED_EXIT_CODE, TERMINATED_EXIT_CODE, TRAP_EXIT_CODE};
 pub use sandbox::{
-    Access, DEFAULT_HTTP_CONCURRENCY, DEFAULT_HTTP_QUEUE, DEFAULT_MAX_INSTANCES, MemoryOutput,
-    NetGrant, Output, OutputSink, Preopen, Sandbox, SandboxBuilder,
+    Access, DEFAULT_HTTP_CONCURRENCY, DEFAULT_HTTP_QUEUE, DEFAULT_MAX_INSTANCES, Input,
+    InputStream, MemoryOutput, NetGrant, Output, OutputSink, Preopen, Sandbox, SandboxBuilder,
 };
 pub use usage::Usage;
 

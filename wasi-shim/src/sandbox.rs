@@ -6,8 +6,11 @@ use std::fmt;
 use std::fs::File;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
+
+use tokio::io::AsyncRead;
+use wasmtime_wasi::cli::AsyncStdinStream;
 
 /// Whether a preopened directory may be written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -104,6 +107,84 @@ impl fmt::Debug for Output {
     }
 }
 
+/// Where a guest's stdin comes from.
+#[derive(Clone, Default)]
+pub enum Input {
+    /// Closed: the guest reads end-of-file at once (the default).
+    #[default]
+    Closed,
+    /// Read from the caller's stream (see [`Input::stream`]).
+    Stream(InputStream),
+}
+
+impl Input {
+    /// Stdin fed from `reader`: the guest reads what it yields, as it
+    /// yields it, and end-of-file when it ends.
+    pub fn stream(reader: impl AsyncRead + Send + Sync + Unpin + 'static) -> Self {
+        Input::Stream(InputStream {
+            inner: Arc::new(InputInner {
+                reader: Mutex::new(Some(Box::new(reader))),
+                started: OnceLock::new(),
+            }),
+        })
+    }
+}
+
+impl fmt::Debug for Input {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Input::Closed => f.write_str("Closed"),
+            Input::Stream(s) => f.debug_tuple("Stream").field(s).finish(),
+        }
+    }
+}
+
+/// One stdin stream, shared by the clones of a [`Sandbox`]: the first guest
+/// instance started from the sandbox starts reading it, and every instance
+/// of that sandbox reads from the same position (as processes sharing a
+/// pipe do).
+#[derive(Clone)]
+pub struct InputStream {
+    inner: Arc<InputInner>,
+}
+
+impl fmt::Debug for InputStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("InputStream")
+            .field("started", &self.inner.started.get().is_some())
+            .finish()
+    }
+}
+
+type Reader = Box<dyn AsyncRead + Send + Sync + Unpin>;
+
+struct InputInner {
+    reader: Mutex<Option<Reader>>,
+    started: OnceLock<Arc<AsyncStdinStream>>,
+}
+
+impl InputStream {
+    /// The WASI stdin of this stream, started on first use (inside a tokio
+    /// runtime: reading runs on a task of it).
+    pub(crate) fn wasi(&self) -> Arc<AsyncStdinStream> {
+        self.inner
+            .started
+            .get_or_init(|| {
+                let reader = self
+                    .inner
+                    .reader
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .take();
+                match reader {
+                    Some(r) => Arc::new(AsyncStdinStream::new(r)),
+                    None => Arc::new(AsyncStdinStream::new(tokio::io::empty())),
+                }
+            })
+            .clone()
+    }
+}
+
 /// An in-memory output buffer, shared by its clones, holding at most
 /// `capacity` bytes; writes past it fail (the guest sees an I/O error).
 #[derive(Clone, Debug)]
@@ -148,6 +229,7 @@ pub struct Sandbox {
     pub(crate) args: Vec<String>,
     pub(crate) env: Vec<(String, String)>,
     pub(crate) preopens: Vec<Preopen>,
+    pub(crate) stdin: Input,
     pub(crate) stdout: Output,
     pub(crate) stderr: Output,
     pub(crate) memory_limit: Option<u64>,
@@ -280,6 +362,12 @@ impl SandboxBuilder {
             guest: guest.into(),
             access,
         });
+        self
+    }
+
+    /// Feeds stdin from `input` (closed unless set).
+    pub fn stdin(mut self, input: Input) -> Self {
+        self.sandbox.stdin = input;
         self
     }
 

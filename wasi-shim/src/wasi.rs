@@ -1,5 +1,5 @@
 //! Turns a [`Sandbox`] into a WASI context: arguments, environment, preopens
-//! through cap-std, output sinks and the socket policy.
+//! through cap-std, stdin, output sinks and the socket policy.
 
 use std::io::{self, Write};
 use std::net::SocketAddr;
@@ -13,7 +13,7 @@ use wasmtime_wasi::sockets::SocketAddrUse;
 use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
 use crate::error::ShimError;
-use crate::sandbox::{Access, MemoryOutput, NetGrant, Output, OutputSink, Sandbox};
+use crate::sandbox::{Access, Input, MemoryOutput, NetGrant, Output, OutputSink, Sandbox};
 
 /// A WASI context builder holding everything `sandbox` grants, and nothing else.
 pub(crate) fn builder(sandbox: &Sandbox) -> Result<WasiCtxBuilder, ShimError> {
@@ -33,6 +33,9 @@ pub(crate) fn builder(sandbox: &Sandbox) -> Result<WasiCtxBuilder, ShimError> {
                     .downcast::<io::Error>()
                     .unwrap_or_else(|e| io::Error::other(crate::error::chain(&e))),
             })?;
+    }
+    if let Input::Stream(input) = &sandbox.stdin {
+        b.stdin(input.wasi());
     }
     set_output(&mut b, &sandbox.stdout, true);
     set_output(&mut b, &sandbox.stderr, false);

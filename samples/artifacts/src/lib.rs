@@ -5,7 +5,7 @@
 //! `OUT_DIR`: core modules for wasm32-wasip1 (`HELLO`, `BATCH_PI`,
 //! `MEMORY_BOMB`, `INFINITE_LOOP`, `DEEP_RECURSION`, `PATH_ESCAPE`,
 //! `LOG_FLOOD`), wasm32-wasip2 command components (`CONNECT_OUT`,
-//! `ECHO_TCP`), wasm32-wasip2 HTTP functions (`HELLO_HTTP`, `FANOUT_HTTP`:
+//! `ECHO_TCP`, `STDIN_ECHO`), wasm32-wasip2 HTTP functions (`HELLO_HTTP`, `FANOUT_HTTP`:
 //! they export `wasi:http/incoming-handler` and no `wasi:cli/run`), and two files that
 //! are not valid Wasm (`MALFORMED`: the magic and version then garbage;
 //! `TRUNCATED`: `hello` cut in the middle of its code section). [`ALL`] lists
@@ -18,7 +18,13 @@ include!(concat!(env!("OUT_DIR"), "/artifacts.rs"));
 
 /// The guests built as wasm32-wasip2 components; every other program is a
 /// wasm32-wasip1 core module.
-pub const COMPONENTS: &[&str] = &["connect-out", "echo-tcp", "hello-http", "fanout-http"];
+pub const COMPONENTS: &[&str] = &[
+    "connect-out",
+    "echo-tcp",
+    "stdin-echo",
+    "hello-http",
+    "fanout-http",
+];
 
 /// The components that are HTTP functions (the rest are commands).
 pub const HTTP_FUNCTIONS: &[&str] = &["hello-http", "fanout-http"];

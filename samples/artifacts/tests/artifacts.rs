@@ -280,6 +280,7 @@ fn all_lists_every_artifact_once() {
         ("log-flood", artifacts::LOG_FLOOD),
         ("connect-out", artifacts::CONNECT_OUT),
         ("echo-tcp", artifacts::ECHO_TCP),
+        ("stdin-echo", artifacts::STDIN_ECHO),
         ("hello-http", artifacts::HELLO_HTTP),
         ("fanout-http", artifacts::FANOUT_HTTP),
         ("malformed", artifacts::MALFORMED),
