@@ -1,6 +1,8 @@
-//! ExecSync: runs a Wasm command inside a running container's sandbox (its
-//! mounts, environment, limits and grants), output captured up to
-//! [`MAX_EXEC_OUTPUT`] per stream, the timeout enforced as a deadline.
+//! Exec's shared part and ExecSync: a Wasm command inside a running
+//! container's sandbox (its mounts, environment, limits and grants), built
+//! by `prepare_exec` for ExecSync (here: output captured up to
+//! [`MAX_EXEC_OUTPUT`] per stream, the timeout enforced as a deadline) and
+//! for the streaming Exec (`streaming`).
 //!
 //! When `cmd[0]` names a toolbox command ([`TOOLBOX_COMMANDS`]: `ls`, `cat`,
 //! `env`, `ps`, `help`), the command is the toolbox (`node/toolbox`, built
@@ -16,7 +18,9 @@ use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
 use k8s_cri::v1 as cri;
-use wasi_shim::{Access, ExitReason, ModuleSource, Output, OutputSink};
+use wasi_shim::{
+    Access, Exit, ExitReason, ModuleSource, Output, OutputSink, Sandbox, SandboxBuilder, ShimError,
+};
 
 use crate::error::CriError;
 use crate::records::{ContainerRecord, Phase};
@@ -40,46 +44,102 @@ pub fn toolbox_module() -> &'static [u8] {
     &TOOLBOX
 }
 
+/// A command ready to run in a container's sandbox: the sandbox so far
+/// (argv, environment, mounts, limits, grants; outputs and stdin are the
+/// caller's), the module, and the toolbox's `/.shoal` directory, which lives
+/// as long as this value.
+#[derive(Debug)]
+pub(crate) struct Prepared {
+    pub builder: SandboxBuilder,
+    pub source: ModuleSource,
+    /// The image's name, or `toolbox`.
+    image: String,
+    _scratch: Option<Scratch>,
+}
+
+impl Prepared {
+    /// The sandbox builder, to add outputs and stdin to.
+    pub fn take_builder(&mut self) -> SandboxBuilder {
+        std::mem::replace(&mut self.builder, Sandbox::builder())
+    }
+
+    /// The error of a run that did not start.
+    pub fn error(&self, e: ShimError) -> CriError {
+        if let ShimError::NoHttpListen = e {
+            return CriError::FailedPrecondition(format!(
+                "the module of {} is an HTTP function, not a command, so it cannot be exec'd; \
+                 the toolbox commands are {}",
+                self.image,
+                TOOLBOX_COMMANDS.join(", ")
+            ));
+        }
+        CriError::Module {
+            image: self.image.clone(),
+            source: e,
+        }
+    }
+}
+
+/// What an exec shows on stderr after its output when the command trapped
+/// or ran out of memory: the message and the Wasm backtrace.
+pub(crate) fn trap_note(exit: &Exit) -> Option<Vec<u8>> {
+    match &exit.reason {
+        ExitReason::Trapped { message } | ExitReason::OutOfMemory { message } => {
+            let mut note = format!("\n{message}\n").into_bytes();
+            if let Some(bt) = &exit.backtrace {
+                note.extend_from_slice(bt.as_bytes());
+            }
+            Some(note)
+        }
+        _ => None,
+    }
+}
+
 impl Runtime {
-    pub async fn exec_sync(
+    /// The full id of a running container, or why an exec cannot go into it.
+    pub(crate) fn exec_target(&self, container_id: &str) -> Result<String, CriError> {
+        let t = self.tables();
+        let id = find(&t.containers, container_id, "container")?
+            .ok_or_else(|| CriError::not_found("container", container_id))?;
+        let c = &t.containers[&id];
+        if c.rec.phase != Phase::Running {
+            return Err(CriError::FailedPrecondition(format!(
+                "container {id} is not running ({:?}): exec needs a running container",
+                c.rec.phase
+            )));
+        }
+        Ok(id)
+    }
+
+    /// The sandbox and module of `cmd` in a running container (shared by
+    /// ExecSync and the streaming Exec).
+    pub(crate) fn prepare_exec(
         &self,
-        req: cri::ExecSyncRequest,
-    ) -> Result<cri::ExecSyncResponse, CriError> {
-        let Some(program) = req.cmd.first() else {
+        container_id: &str,
+        cmd: &[String],
+    ) -> Result<Prepared, CriError> {
+        let Some(program) = cmd.first() else {
             return Err(CriError::InvalidArgument(
-                "ExecSync needs a command (cmd is empty)".into(),
+                "exec needs a command (cmd is empty)".into(),
             ));
         };
-        let applet = program.rsplit('/').next().unwrap_or(program).to_owned();
-        let toolbox = TOOLBOX_COMMANDS.contains(&applet.as_str());
+        let applet = program.rsplit('/').next().unwrap_or(program);
+        let toolbox = TOOLBOX_COMMANDS.contains(&applet);
+        let id = self.exec_target(container_id)?;
         let (rec, pod_ip, ps) = {
             let t = self.tables();
-            let id = find(&t.containers, &req.container_id, "container")?
-                .ok_or_else(|| CriError::not_found("container", &req.container_id))?;
-            let c = &t.containers[&id];
-            if c.rec.phase != Phase::Running {
-                return Err(CriError::FailedPrecondition(format!(
-                    "container {id} is not running ({:?}): exec needs a running container",
-                    c.rec.phase
-                )));
-            }
+            let c = t
+                .containers
+                .get(&id)
+                .ok_or_else(|| CriError::not_found("container", &id))?;
             let ip = t.pods.get(&c.rec.pod_id).and_then(|p| p.ip);
             (c.rec.clone(), ip, ps_table(&t, &c.rec.pod_id))
         };
 
         // The container's sandbox, with the command as argv.
         let mut spec = rec.spec.clone();
-        spec.argv = req.cmd.clone();
+        spec.argv = cmd.to_vec();
         let mut builder = spec.sandbox(pod_ip.map(std::net::IpAddr::V4));
-        let stdout = Arc::new(Capture::default());
-        let stderr = Arc::new(Capture::default());
-        builder = builder
-            .stdout(Output::Sink(stdout.clone()))
-            .stderr(Output::Sink(stderr.clone()));
-        let timeout = u64::try_from(req.timeout).unwrap_or(0);
-        if timeout > 0 {
-            builder = builder.deadline(Duration::from_secs(timeout));
-        }
         let scratch = if toolbox {
             let s = Scratch::new(self, &rec, &ps)?;
             builder = builder.preopen(s.0.clone(), TOOLBOX_DIR, Access::ReadOnly);
@@ -87,46 +147,51 @@ impl Runtime {
         } else {
             None
         };
-        let source = if toolbox {
-            ModuleSource::Bytes(TOOLBOX.clone())
+        let (source, image) = if toolbox {
+            (ModuleSource::Bytes(TOOLBOX.clone()), "toolbox".to_owned())
         } else {
-            ModuleSource::file(&rec.image.path)
+            (ModuleSource::file(&rec.image.path), rec.image.name.clone())
         };
-        let result = self.engine.run(source, &builder.build()).await;
-        drop(scratch);
-        if let Err(wasi_shim::ShimError::NoHttpListen) = &result {
-            return Err(CriError::FailedPrecondition(format!(
-                "the module of {} is an HTTP function, not a command, so it cannot be exec'd; \
-                 the toolbox commands are {}",
-                rec.image.name,
-                TOOLBOX_COMMANDS.join(", ")
+        Ok(Prepared {
+            builder,
+            source,
+            image,
+            _scratch: scratch,
+        })
+    }
+
+    pub async fn exec_sync(
+        &self,
+        req: cri::ExecSyncRequest,
+    ) -> Result<cri::ExecSyncResponse, CriError> {
+        let mut prepared = self.prepare_exec(&req.container_id, &req.cmd)?;
+        let stdout = Arc::new(Capture::default());
+        let stderr = Arc::new(Capture::default());
+        let mut builder = prepared
+            .take_builder()
+            .stdout(Output::Sink(stdout.clone()))
+            .stderr(Output::Sink(stderr.clone()));
+        let timeout = u64::try_from(req.timeout).unwrap_or(0);
+        if timeout > 0 {
+            builder = builder.deadline(Duration::from_secs(timeout));
+        }
+        let exit = self
+            .engine
+            .run(prepared.source.clone(), &builder.build())
+            .await
+            .map_err(|e| prepared.error(e))?;
+        drop(prepared);
+        if exit.reason == ExitReason::Deadline {
+            return Err(CriError::DeadlineExceeded(format!(
+                "command {:?} timed out after {timeout}s",
+                req.cmd
             )));
         }
-        let exit = result.map_err(|source| CriError::Module {
-            image: if toolbox {
-                "toolbox".into()
-            } else {
-                rec.image.name.clone()
-            },
-            source,
-        })?;
         let mut err = stderr.take();
-        match &exit.reason {
-            ExitReason::Deadline => {
-                return Err(CriError::DeadlineExceeded(format!(
-                    "command {:?} timed out after {timeout}s",
-                    req.cmd
-                )));
-            }
-            ExitReason::Trapped { message } | ExitReason::OutOfMemory { message } => {
-                err.extend_from_slice(format!("\n{message}\n").as_bytes());
-                if let Some(bt) = &exit.backtrace {
-                    err.extend_from_slice(bt.as_bytes());
-                }
-            }
-            _ => {}
+        if let Some(note) = trap_note(&exit) {
+            err.extend_from_slice(&note);
         }
-        tracing::debug!(container = %rec.id, cmd = ?req.cmd, code = exit.code, "exec ended");
+        tracing::debug!(cmd = ?req.cmd, code = exit.code, "exec ended");
         Ok(cri::ExecSyncResponse {
             stdout: stdout.take(),
             stderr: err,
@@ -168,6 +233,7 @@ fn ps_table(t: &Tables, pod_id: &str) -> String {
 }
 
 /// The `/.shoal` directory of one exec, removed when dropped.
+#[derive(Debug)]
 struct Scratch(PathBuf);
 
 impl Scratch {

@@ -11,6 +11,10 @@
 //!   (`logs`), watched until it exits (`containers`).
 //! - ExecSync runs the embedded toolbox (`ls`, `cat`, `env`, `ps`, `help`) or
 //!   the container's own module in the container's sandbox (`exec`).
+//! - Exec answers a single-use URL of the streaming server (`streaming`, on
+//!   [`Config::stream_address`], as containerd's): a WebSocket on it runs
+//!   the command the same way, streaming stdin, stdout, stderr and the exit
+//!   Status in the Kubernetes channel protocol ([`channel`], v5 and v4).
 //! - Errors map to gRPC codes in one place (`error`); [`client::connect`]
 //!   gives clients over the socket.
 //!
@@ -18,6 +22,7 @@
 //! pod or container may make, until pod networking) and
 //! [`HTTP_PORT_ANNOTATION`] (the port an HTTP function is served on).
 
+pub mod channel;
 pub mod client;
 mod containers;
 mod error;
@@ -33,7 +38,9 @@ mod server;
 mod service;
 mod spec;
 mod stats;
+mod streaming;
 
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 pub use containers::START_ERROR_EXIT_CODE;
@@ -45,6 +52,7 @@ pub use records::{RUNTIME_RESTARTED, UNKNOWN_EXIT_CODE};
 pub use runtime::{RUNTIME_API_VERSION, RUNTIME_NAME};
 pub use server::{CriServer, DRAIN_TIMEOUT, SHUTDOWN_GRACE};
 pub use spec::{DEFAULT_HTTP_PORT, EGRESS_ANNOTATION, HTTP_PORT_ANNOTATION};
+pub use streaming::{MAX_PENDING, MAX_QUEUED_OUTPUT, TOKEN_TTL};
 
 /// The default cap of one container log file (10 MiB, as the kubelet's
 /// `containerLogMaxSize`).
@@ -73,6 +81,10 @@ pub struct Config {
     pub pod_cidr: String,
     /// How registries are reached by PullImage.
     pub registry: images::RegistryConfig,
+    /// Where the streaming server (Exec URLs) listens (default
+    /// `127.0.0.1:0`, a free port on loopback: only the node's kubelet
+    /// connects to it).
+    pub stream_address: SocketAddr,
 }
 
 impl Config {
@@ -90,6 +102,7 @@ impl Config {
             log_max_files: DEFAULT_LOG_MAX_FILES,
             pod_cidr: DEFAULT_POD_CIDR.into(),
             registry: images::RegistryConfig::default(),
+            stream_address: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
         }
     }
 }

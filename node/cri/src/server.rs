@@ -8,10 +8,16 @@
 //! calls in flight finish (for at most [`DRAIN_TIMEOUT`]), stops every
 //! container (terminate with [`SHUTDOWN_GRACE`], then kill) and removes the
 //! socket.
+//!
+//! Beside the socket it binds the streaming server (`streaming`) on
+//! [`Config::stream_address`](crate::Config::stream_address), which serves
+//! the URLs Exec answers and ends, its commands killed, when the calls in
+//! flight have drained.
 
 use std::fs;
 use std::future::Future;
 use std::io;
+use std::net::SocketAddr;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -21,11 +27,13 @@ use k8s_cri::v1::image_service_server::ImageServiceServer;
 use k8s_cri::v1::runtime_service_server::RuntimeServiceServer;
 use tokio::net::{UnixListener, UnixStream};
 use tokio_stream::wrappers::UnixListenerStream;
+use tracing::Instrument;
 
 use crate::Config;
 use crate::error::CriError;
 use crate::runtime::Runtime;
 use crate::service::{ImageApi, RuntimeApi};
+use crate::streaming::{self, Streams};
 
 /// How long the calls in flight may take to finish once shutdown begins.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -42,6 +50,8 @@ pub struct CriServer {
     rt: Arc<Runtime>,
     listener: UnixListener,
     socket: PathBuf,
+    stream_listener: tokio::net::TcpListener,
+    streams: Arc<Streams>,
     /// The socket file's inode, to remove only our own socket at the end.
     inode: u64,
     /// Held for the life of the server.
@@ -86,13 +96,21 @@ impl CriServer {
             Err(fs::TryLockError::Error(e)) => return Err(CriError::io("lock", &lock_path)(e)),
         }
         check_socket(&socket).await?;
+        let stream_listener = streaming::bind(config.stream_address).await?;
+        let stream_addr = stream_listener.local_addr().map_err(CriError::io(
+            "read the address of",
+            config.stream_address.to_string(),
+        ))?;
+        let streams = Arc::new(Streams::new(stream_addr));
         let rt = Runtime::new(config)?;
         let (listener, inode) = bind(&socket)?;
-        tracing::info!(socket = %socket.display(), "CRI socket bound");
+        tracing::info!(socket = %socket.display(), streaming = %stream_addr, "CRI socket bound");
         Ok(Self {
             rt,
             listener,
             socket,
+            stream_listener,
+            streams,
             inode,
             _lock: lock,
         })
@@ -101,6 +119,11 @@ impl CriServer {
     /// The socket path.
     pub fn socket(&self) -> &Path {
         &self.socket
+    }
+
+    /// The streaming server's address (port 0 resolved).
+    pub fn stream_address(&self) -> SocketAddr {
+        self.streams.addr()
     }
 
     /// Serves until `shutdown` resolves, then drains, stops every container
@@ -113,9 +136,15 @@ impl CriServer {
             rt,
             listener,
             socket,
+            stream_listener,
+            streams,
             inode,
             _lock,
         } = self;
+        let stream_server = tokio::spawn(
+            streaming::serve(stream_listener, rt.clone(), streams.clone())
+                .instrument(tracing::info_span!("cri_streaming")),
+        );
         let (signalled_tx, signalled) = tokio::sync::oneshot::channel::<()>();
         let signal = async move {
             shutdown.await;
@@ -123,7 +152,10 @@ impl CriServer {
             let _ = signalled_tx.send(());
         };
         let server = tonic::transport::Server::builder()
-            .add_service(RuntimeServiceServer::new(RuntimeApi(rt.clone())))
+            .add_service(RuntimeServiceServer::new(RuntimeApi(
+                rt.clone(),
+                streams.clone(),
+            )))
             .add_service(ImageServiceServer::new(ImageApi(rt.clone())))
             .serve_with_incoming_shutdown(UnixListenerStream::new(listener), signal);
         let result = tokio::select! {
@@ -139,6 +171,8 @@ impl CriServer {
                 Ok(())
             }
         };
+        streams.shutdown();
+        let _ = stream_server.await;
         rt.shutdown(SHUTDOWN_GRACE).await;
         if fs::metadata(&socket).is_ok_and(|m| m.ino() == inode) {
             let _ = fs::remove_file(&socket);

@@ -1,8 +1,9 @@
 //! The two gRPC services, `runtime.v1.RuntimeService` and
 //! `runtime.v1.ImageService`, over [`Runtime`]: each RPC runs in a span
 //! naming it and its pod or container, and its [`CriError`] becomes a status
-//! in one place (`error.rs`). The RPCs not served answer `UNIMPLEMENTED`
-//! saying what is missing and why.
+//! in one place (`error.rs`). Exec answers a URL of the streaming server
+//! (`streaming`). The RPCs not served answer `UNIMPLEMENTED` saying what is
+//! missing and why.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -16,10 +17,11 @@ use tracing::Instrument;
 
 use crate::error::{CriError, chain};
 use crate::runtime::Runtime;
+use crate::streaming::Streams;
 
-/// The RuntimeService.
+/// The RuntimeService, and the streaming server's registry for Exec.
 #[derive(Debug, Clone)]
-pub(crate) struct RuntimeApi(pub Arc<Runtime>);
+pub(crate) struct RuntimeApi(pub Arc<Runtime>, pub Arc<Streams>);
 
 /// The ImageService.
 #[derive(Debug, Clone)]
@@ -62,8 +64,11 @@ fn unimplemented<T>(what: &str, why: &str) -> Result<Response<T>, Status> {
     Err(CriError::Unimplemented(format!("{what} is not served by shoal cri: {why}")).into())
 }
 
-const STREAMING: &str = "streaming calls come with the kubelet's streaming server (the next \
-     issue); until then use ExecSync, which runs a command to its end and returns its output";
+const ATTACH: &str = "a Wasm container's stdin is not kept open and its output goes to its log \
+     files: read them with ContainerStatus's log path (kubectl logs -f), or run a command in it \
+     with Exec";
+const PORT_FORWARD: &str = "a pod's ports are served on its pod IP on the node: connect to \
+     POD_IP:PORT from the node, or expose the pod with a Service";
 
 #[tonic::async_trait]
 impl RuntimeService for RuntimeApi {
@@ -251,23 +256,27 @@ impl RuntimeService for RuntimeApi {
 
     async fn exec(
         &self,
-        _: Request<cri::ExecRequest>,
+        req: Request<cri::ExecRequest>,
     ) -> Result<Response<cri::ExecResponse>, Status> {
-        unimplemented("Exec (streaming)", STREAMING)
+        let req = req.into_inner();
+        rpc(span!("Exec", container = req.container_id), async {
+            self.1.exec(&self.0, req)
+        })
+        .await
     }
 
     async fn attach(
         &self,
         _: Request<cri::AttachRequest>,
     ) -> Result<Response<cri::AttachResponse>, Status> {
-        unimplemented("Attach", STREAMING)
+        unimplemented("Attach", ATTACH)
     }
 
     async fn port_forward(
         &self,
         _: Request<cri::PortForwardRequest>,
     ) -> Result<Response<cri::PortForwardResponse>, Status> {
-        unimplemented("PortForward", STREAMING)
+        unimplemented("PortForward", PORT_FORWARD)
     }
 
     async fn container_stats(

@@ -22,7 +22,10 @@ const COMMANDS: &[(&str, &str)] = &[
         "ls",
         "ls [-l] [-a] [PATH...]   list directories (the mounts at /)",
     ),
-    ("cat", "cat FILE...              print files"),
+    (
+        "cat",
+        "cat [FILE|-]...         print files (stdin with none or -)",
+    ),
     ("env", "env                      print the environment"),
     ("ps", "ps                       the pod's containers"),
     ("help", "help                     this list"),
@@ -89,9 +92,13 @@ fn env(args: &[String]) -> u8 {
 fn cat(args: &[String]) -> u8 {
     let mut status = 0;
     let mut out = io::stdout().lock();
+    let stdin = ["-".to_owned()];
+    let args = if args.is_empty() { &stdin[..] } else { args };
     for path in args {
         if path == "-" {
-            let _ = io::copy(&mut io::stdin().lock(), &mut out);
+            if copy_stdin(&mut out).is_err() {
+                return 1;
+            }
             continue;
         }
         let mut file = match fs::File::open(path) {
@@ -121,6 +128,27 @@ fn cat(args: &[String]) -> u8 {
     }
     let _ = out.flush();
     status
+}
+
+/// Copies stdin to `out` as it arrives, each read flushed at once (an
+/// exec's stdin is interactive).
+fn copy_stdin(out: &mut impl Write) -> io::Result<()> {
+    let mut input = io::stdin().lock();
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        match input.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => {
+                out.write_all(&buf[..n])?;
+                out.flush()?;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                eprintln!("cat: read error: {}", describe(&e));
+                return Err(e);
+            }
+        }
+    }
 }
 
 #[derive(Default)]
