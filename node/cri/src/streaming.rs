@@ -434,3 +434,52 @@ async fn close(
     })
     .await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pending(streams: &Streams, token: &str, expires: Instant) {
+        streams.pending.lock().unwrap().insert(
+            token.into(),
+            Pending {
+                req: cri::ExecRequest {
+                    container_id: "c1".into(),
+                    cmd: vec!["ls".into()],
+                    stdout: true,
+                    ..Default::default()
+                },
+                expires,
+            },
+        );
+    }
+
+    #[test]
+    fn a_token_is_used_once() {
+        let streams = Streams::new("127.0.0.1:10010".parse().unwrap());
+        pending(&streams, "t1", Instant::now() + TOKEN_TTL);
+        assert_eq!(
+            streams.take("t1").map(|r| r.container_id),
+            Some("c1".into())
+        );
+        assert!(streams.take("t1").is_none());
+        assert!(streams.take("nope").is_none());
+    }
+
+    #[test]
+    fn an_expired_token_is_refused() {
+        let streams = Streams::new("127.0.0.1:10010".parse().unwrap());
+        pending(&streams, "old", Instant::now() - Duration::from_millis(1));
+        assert!(streams.take("old").is_none());
+    }
+
+    #[test]
+    fn urls_name_a_reachable_address() {
+        let s = Streams::new("0.0.0.0:4000".parse().unwrap());
+        assert_eq!(s.base, "http://127.0.0.1:4000");
+        let s = Streams::new("[::]:4000".parse().unwrap());
+        assert_eq!(s.base, "http://[::1]:4000");
+        let s = Streams::new("10.0.0.5:4000".parse().unwrap());
+        assert_eq!(s.base, "http://10.0.0.5:4000");
+    }
+}

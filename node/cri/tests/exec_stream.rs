@@ -349,3 +349,27 @@ async fn bad_requests_are_refused() -> Result<()> {
     cri.stop().await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_runtime_shutdown_ends_the_streams_with_a_failure() -> Result<()> {
+    let (mut cri, app, _data) = setup().await?;
+    let mut req = request(&app, &["cat"]);
+    req.stdin = true;
+    let url = exec_url(&mut cri, req).await?;
+    let (mut ws, _) = connect(&url, channel::V5).await?;
+    // The first frame says the session runs.
+    let first = tokio::time::timeout(DEADLINE, ws.next())
+        .await?
+        .context("closed")??;
+    assert_eq!(first, Message::binary(vec![channel::STDOUT]));
+    let reader = tokio::spawn(async move {
+        let mut t = Transcript::default();
+        read_all(&mut ws, &mut t).await.map(|()| t)
+    });
+    cri.stop().await?;
+    let t = reader.await??;
+    let status = t.status.context("no Status")?;
+    assert_eq!(status["status"], "Failure");
+    assert_eq!(status["message"], "the container runtime is shutting down");
+    Ok(())
+}
