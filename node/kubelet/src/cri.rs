@@ -369,6 +369,31 @@ impl Cri {
     }
 }
 
+impl Cri {
+    /// Asks the runtime to prepare a streaming exec; returns the URL its
+    /// streaming server serves it at.
+    pub async fn exec(&self, request: api::ExecRequest) -> Result<String, KubeletError> {
+        let mut rt = self.rt.clone();
+        Ok(rt
+            .exec(req(request))
+            .await
+            .map_err(failed("Exec"))?
+            .into_inner()
+            .url)
+    }
+
+    /// Every pod sandbox's stats, with its containers'.
+    pub async fn list_pod_sandbox_stats(&self) -> Result<Vec<api::PodSandboxStats>, KubeletError> {
+        let mut rt = self.rt.clone();
+        Ok(rt
+            .list_pod_sandbox_stats(req(api::ListPodSandboxStatsRequest { filter: None }))
+            .await
+            .map_err(failed("ListPodSandboxStats"))?
+            .into_inner()
+            .stats)
+    }
+}
+
 /// A request with the default deadline.
 fn req<T>(message: T) -> tonic::Request<T> {
     let mut r = tonic::Request::new(message);

@@ -58,6 +58,9 @@ pub enum KubeletError {
     /// The configuration is not usable.
     #[error("invalid kubelet configuration: {0}")]
     Config(String),
+    /// The kubelet API cannot be served.
+    #[error(transparent)]
+    Server(#[from] crate::server::ServerError),
 }
 
 impl KubeletError {

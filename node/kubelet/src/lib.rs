@@ -17,6 +17,9 @@
 //!   ConfigMaps and Secrets; `env`: container environments.
 //! - `probes`, `backoff`, `images` (pull policy and credentials),
 //!   `resources`, `quantity`, `cri` (the client).
+//! - `server`: the kubelet API on port 10250 (HTTPS, client certificates):
+//!   `/containerLogs`, `/exec`, `/stats/summary`, `/pods`, `/healthz`,
+//!   bound by [`Kubelet::build`] when [`Config::serving`] is given.
 //!
 //! Stopping the kubelet stops no pod: a kubelet that starts again adopts
 //! the sandboxes and containers the runtime still runs.
@@ -35,12 +38,13 @@ pub mod probes;
 pub mod quantity;
 pub mod resources;
 pub mod runtime;
+pub mod server;
 pub mod status;
 pub mod volumes;
 mod worker;
 
 use std::future::Future;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -139,6 +143,8 @@ pub(crate) struct Shared {
     pub host: Host,
     /// When this kubelet started.
     pub started: SystemTime,
+    /// The kubelet API's port (`status.daemonEndpoints`), 0 if not served.
+    pub api_port: u16,
 }
 
 impl std::fmt::Debug for Shared {
@@ -159,6 +165,7 @@ impl Shared {
 #[derive(Debug)]
 pub struct Kubelet {
     shared: Arc<Shared>,
+    api: Option<server::ApiServer>,
 }
 
 /// The host name, as the default node name.
@@ -209,23 +216,51 @@ impl Kubelet {
             std::fs::create_dir_all(&dir).map_err(KubeletError::io("create", &dir))?;
         }
         let cri = Cri::connect_lazy(&config.cri_socket)?;
+        let api = match &config.serving {
+            Some(tls) => {
+                let addr = SocketAddr::new(config.node_ip, config.kubelet_port);
+                Some(server::ApiServer::bind(&config.node_name, addr, tls, cri.clone()).await?)
+            }
+            None => {
+                tracing::warn!(
+                    "no serving certificate: the kubelet API (logs, exec, stats) is not served"
+                );
+                None
+            }
+        };
         let recorder = Recorder::spawn(client.clone(), config.node_name.clone());
         Ok(Kubelet {
             shared: Arc::new(Shared {
                 objects: Objects::new(client.clone()),
                 host: Host::gather(),
                 started: SystemTime::now(),
+                api_port: api.as_ref().map_or(0, |a| a.local_addr().port()),
                 config,
                 client,
                 cri,
                 recorder,
             }),
+            api,
         })
+    }
+
+    /// Where the kubelet API listens, if it is served.
+    pub fn api_addr(&self) -> Option<SocketAddr> {
+        self.api.as_ref().map(server::ApiServer::local_addr)
     }
 
     /// Runs until `shutdown` resolves. The pods keep running after it.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), KubeletError> {
         let shared = self.shared;
+        let (stop_api, api_stopped) = tokio::sync::oneshot::channel::<()>();
+        let api = self.api.map(|api| {
+            tokio::spawn(tracing::Instrument::instrument(
+                api.serve(async move {
+                    let _ = api_stopped.await;
+                }),
+                tracing::info_span!("kubelet_api"),
+            ))
+        });
         tokio::pin!(shutdown);
         // Wait for the runtime.
         let mut logged = false;
@@ -280,6 +315,10 @@ impl Kubelet {
         pods::run(shared.clone(), shutdown).await;
         for t in tasks {
             t.abort();
+        }
+        let _ = stop_api.send(());
+        if let Some(api) = api {
+            let _ = api.await;
         }
         tracing::info!("kubelet stopped; the pods keep running");
         Ok(())

@@ -3,9 +3,10 @@
 //! (the runtime's name and version from CRI Version), the Ready condition
 //! (the runtime's own conditions) and the pressure conditions, and the
 //! images the runtime holds (the scheduler prefers nodes that have a pod's
-//! image). The status is recomputed every period and written when it
-//! changed, or at least every [`REPORT_EVERY`]. A `spec.podCIDR` set by the
-//! controller-manager is handed to the runtime (UpdateRuntimeConfig).
+//! image), and the kubelet API's port (`daemonEndpoints`). The status is
+//! recomputed every period and written when it changed, or at least every
+//! [`REPORT_EVERY`]. A `spec.podCIDR` set by the controller-manager is
+//! handed to the runtime (UpdateRuntimeConfig).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -13,7 +14,8 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{
-    ContainerImage, Node, NodeAddress, NodeCondition, NodeSpec, NodeStatus, NodeSystemInfo,
+    ContainerImage, DaemonEndpoint, Node, NodeAddress, NodeCondition, NodeDaemonEndpoints,
+    NodeSpec, NodeStatus, NodeSystemInfo,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
@@ -227,6 +229,7 @@ fn labels(name: &str, host: &Host) -> BTreeMap<String, String> {
 /// The node's status, keeping transition times of unchanged conditions.
 pub fn status(
     node_ip: &str,
+    kubelet_port: u16,
     host: &Host,
     max_pods: u32,
     observed: &Observed,
@@ -342,6 +345,15 @@ pub fn status(
             ..Default::default()
         }),
         images: Some(observed.images.clone()),
+        daemon_endpoints: if kubelet_port > 0 {
+            Some(NodeDaemonEndpoints {
+                kubelet_endpoint: Some(DaemonEndpoint {
+                    port: i32::from(kubelet_port),
+                }),
+            })
+        } else {
+            old.and_then(|o| o.daemon_endpoints.clone())
+        },
         ..old.cloned().unwrap_or_default()
     }
 }
@@ -375,6 +387,7 @@ pub(crate) async fn run(shared: Arc<Shared>, registered: watch::Sender<bool>) {
         let old = last.as_ref().map(|(s, _)| s);
         let new = status(
             &node_ip,
+            shared.api_port,
             &shared.host,
             shared.config.max_pods,
             &observed,
@@ -540,6 +553,7 @@ mod tests {
     fn status_reports_capacity_info_and_conditions() {
         let s = status(
             "127.0.0.2",
+            10250,
             &host(),
             1000,
             &observed(),
@@ -557,6 +571,12 @@ mod tests {
         assert_eq!(
             (info.operating_system.as_str(), info.architecture.as_str()),
             ("linux", "amd64")
+        );
+        assert_eq!(
+            s.daemon_endpoints
+                .as_ref()
+                .and_then(|d| d.kubelet_endpoint.as_ref()),
+            Some(&DaemonEndpoint { port: 10250 })
         );
         let addrs = s.addresses.clone().unwrap();
         assert_eq!(
@@ -589,6 +609,7 @@ mod tests {
         // A later status with the same facts differs only in heartbeats.
         let later = status(
             "127.0.0.2",
+            10250,
             &host(),
             1000,
             &observed(),
@@ -601,6 +622,7 @@ mod tests {
         down.runtime_version = None;
         let d = status(
             "127.0.0.2",
+            10250,
             &host(),
             1000,
             &down,
