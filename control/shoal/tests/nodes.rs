@@ -201,8 +201,10 @@ impl Cluster {
         let rewritten: String = text
             .lines()
             .map(|l| match l.split_once("hostPort:") {
-                Some((indent, _)) => format!("{indent}hostPort: {}\n", testbed::free_port()),
-                None => format!("{l}\n"),
+                Some((indent, _)) if !indent.trim_start().starts_with('#') => {
+                    format!("{indent}hostPort: {}\n", testbed::free_port())
+                }
+                _ => format!("{l}\n"),
             })
             .collect();
         let dir = tempfile::tempdir()?;
