@@ -1,0 +1,296 @@
+//! End to end with the real kubectl: `kubectl logs` (`-f`, `--previous`,
+//! `--tail`) and `kubectl exec`, through the apiserver's `pods/log` and
+//! `pods/exec` to the kubelet API of a node joined with the node token
+//! (`shoal node --server --token`: its serving certificate comes from the
+//! join, the apiserver verifies it against the cluster CA).
+
+use std::ffi::OsString;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::api::{Api, PostParams};
+use serde_json::json;
+use testbed::{ShoalServer, wait_until};
+
+/// How long any one wait may take (debug builds, a loaded machine).
+const DEADLINE: Duration = Duration::from_secs(120);
+
+fn shoal_bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_shoal"))
+}
+
+fn shoal() -> Command {
+    let mut cmd = Command::new(shoal_bin());
+    cmd.env_remove("SHOAL_DATA_DIR")
+        .env_remove("KUBECONFIG")
+        .env_remove("SHOAL_TOKEN")
+        .env_remove("SHOAL_SERVER");
+    cmd
+}
+
+/// A loopback address for this test process's node (127.4.0.0/16, by pid).
+fn node_ip() -> String {
+    let n = std::process::id() % (256 * 254);
+    format!("127.4.{}.{}", n / 254, n % 254 + 1)
+}
+
+/// A server and one node joined to it with the token, killed on drop.
+struct Cluster {
+    server: ShoalServer,
+    node: std::process::Child,
+    node_dir: tempfile::TempDir,
+    pods: Api<Pod>,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = self.node.kill();
+        let _ = self.node.wait();
+    }
+}
+
+const NODE: &str = "streams-0";
+
+impl Cluster {
+    async fn start() -> anyhow::Result<Cluster> {
+        let server = ShoalServer::start(shoal_bin(), &[])?;
+        let node_dir = tempfile::Builder::new().prefix("shoal-node-").tempdir()?;
+        for (wasm, name) in [
+            (artifacts::HELLO, "hello:v1"),
+            (artifacts::LOG_FLOOD, "log-flood:v1"),
+        ] {
+            let out = shoal()
+                .args(["image", "import", wasm, name, "--data-dir"])
+                .arg(node_dir.path())
+                .output()?;
+            anyhow::ensure!(
+                out.status.success(),
+                "import {name}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let token = std::fs::read_to_string(server.data_dir().join("node-token"))?;
+        let log = std::fs::File::create(node_dir.path().join("node.log"))?;
+        let args: Vec<OsString> = vec![
+            "node".into(),
+            "--server".into(),
+            server.url().into(),
+            "--token".into(),
+            token.trim().into(),
+            "--name".into(),
+            NODE.into(),
+            "--node-ip".into(),
+            node_ip().into(),
+            "--kubelet-port".into(),
+            "0".into(),
+            "--backoff-base".into(),
+            "1".into(),
+            "--backoff-max".into(),
+            "2".into(),
+            "--data-dir".into(),
+            node_dir.path().into(),
+        ];
+        let node = shoal()
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()?;
+        let admin = kubelet::client_from_kubeconfig(&server.kubeconfig()).await?;
+        let c = Cluster {
+            pods: Api::namespaced(admin.clone(), "default"),
+            server,
+            node,
+            node_dir,
+        };
+        let nodes: Api<Node> = Api::all(admin);
+        wait_until("the node is Ready", DEADLINE, || async {
+            nodes.get_opt(NODE).await.ok().flatten().is_some_and(|n| {
+                n.status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+            })
+        })
+        .await
+        .with_context(|| c.logs())?;
+        Ok(c)
+    }
+
+    fn logs(&self) -> String {
+        format!(
+            "--- node\n{}\n--- server\n{}",
+            std::fs::read_to_string(self.node_dir.path().join("node.log")).unwrap_or_default(),
+            self.server.log_text()
+        )
+    }
+
+    async fn create(&self, name: &str, spec: serde_json::Value) -> anyhow::Result<()> {
+        let pod: Pod = serde_json::from_value(json!({
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": name},
+            "spec": spec,
+        }))?;
+        self.pods.create(&PostParams::default(), &pod).await?;
+        Ok(())
+    }
+
+    async fn wait_pod(
+        &self,
+        what: &str,
+        name: &str,
+        f: impl Fn(&Pod) -> bool,
+    ) -> anyhow::Result<()> {
+        wait_until(what, DEADLINE, || async {
+            self.pods
+                .get_opt(name)
+                .await
+                .ok()
+                .flatten()
+                .is_some_and(|p| f(&p))
+        })
+        .await
+        .with_context(|| self.logs())
+    }
+}
+
+fn running(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .is_some_and(|cs| {
+            cs.iter()
+                .all(|c| c.state.as_ref().is_some_and(|s| s.running.is_some()))
+        })
+}
+
+fn restarts(pod: &Pod) -> i32 {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .and_then(|cs| cs.first())
+        .map_or(0, |c| c.restart_count)
+}
+
+/// A slow, endless writer: log-flood held to a sliver of a CPU.
+fn flood_spec() -> serde_json::Value {
+    json!({
+        "containers": [{
+            "name": "flood",
+            "image": "log-flood:v1",
+            "resources": {"limits": {"cpu": "20m"}},
+        }],
+    })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kubectl_logs_reads_follows_and_reads_the_previous_instance() -> anyhow::Result<()> {
+    let c = Cluster::start().await?;
+    let kubectl = c.server.kubectl();
+
+    // A finished pod's log.
+    c.create(
+        "hello",
+        json!({
+            "restartPolicy": "Always",
+            "containers": [{"name": "hello", "image": "hello:v1", "args": ["first"]}],
+        }),
+    )
+    .await?;
+    c.wait_pod("hello has restarted", "hello", |p| restarts(p) >= 1)
+        .await?;
+    let out = kubectl.run(&["logs", "hello"]).ok();
+    assert!(out.contains("arg: first"), "{out}");
+    let out = kubectl.run(&["logs", "hello", "--tail=1"]).ok();
+    assert_eq!(out.lines().count(), 1, "{out}");
+
+    // The instance before the last restart.
+    let out = kubectl.run(&["logs", "hello", "--previous"]).ok();
+    assert!(out.contains("arg: first"), "{out}");
+
+    // Errors come back as kubectl prints them.
+    let err = kubectl.run(&["logs", "nope"]).err();
+    assert!(err.contains("pods \"nope\" not found"), "{err}");
+    let err = kubectl.run(&["logs", "hello", "-c", "other"]).err();
+    assert!(
+        err.contains("container other is not valid for pod hello"),
+        "{err}"
+    );
+
+    // Following sees lines written after it started.
+    c.create("flood", flood_spec()).await?;
+    c.wait_pod("flood runs", "flood", running).await?;
+    let mut follow = kubectl
+        .command(&["logs", "-f", "--tail=1", "flood"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let stdout = follow.stdout.take().context("stdout")?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let number = |line: &str| -> Option<u64> { line.split_whitespace().nth(2)?.parse().ok() };
+    let first = rx
+        .recv_timeout(DEADLINE)
+        .context("kubectl logs -f printed nothing")?;
+    let start = number(&first).with_context(|| format!("a log-flood line: {first:?}"))?;
+    let later = loop {
+        let line = rx
+            .recv_timeout(DEADLINE)
+            .context("kubectl logs -f stopped following")?;
+        if let Some(n) = number(&line)
+            && n > start + 10
+        {
+            break n;
+        }
+    };
+    assert!(later > start);
+    let _ = follow.kill();
+    let _ = follow.wait();
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kubectl_exec_runs_toolbox_commands_and_propagates_exit_codes() -> anyhow::Result<()> {
+    let c = Cluster::start().await?;
+    let kubectl = c.server.kubectl();
+    c.create("flood", flood_spec()).await?;
+    c.wait_pod("flood runs", "flood", running).await?;
+
+    let out = kubectl.run(&["exec", "flood", "--", "ls", "/"]);
+    let status = out.status;
+    let stdout = out.ok();
+    assert!(status.success(), "{stdout}");
+    let out = kubectl.run(&["exec", "flood", "--", "env"]).ok();
+    assert!(out.contains("KUBERNETES_SERVICE_HOST="), "{out}");
+    let out = kubectl.run(&["exec", "flood", "--", "ps"]).ok();
+    assert!(out.contains("flood"), "{out}");
+
+    // The command's exit code is kubectl's.
+    let out = kubectl.run(&["exec", "flood", "--", "cat", "/no/such/file"]);
+    assert_eq!(out.status.code(), Some(1), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("command terminated with exit code 1"),
+        "{}",
+        out.stderr
+    );
+    let out = kubectl.run(&["exec", "flood", "--", "ls", "/missing"]);
+    assert_eq!(out.status.code(), Some(1), "{}", out.stderr);
+    assert!(out.stderr.contains("/missing"), "{}", out.stderr);
+
+    // Exec on a pod that does not exist.
+    let err = kubectl.run(&["exec", "nope", "--", "ls"]).err();
+    assert!(err.contains("pods \"nope\" not found"), "{err}");
+    Ok(())
+}
