@@ -292,5 +292,38 @@ async fn kubectl_exec_runs_toolbox_commands_and_propagates_exit_codes() -> anyho
     // Exec on a pod that does not exist.
     let err = kubectl.run(&["exec", "nope", "--", "ls"]).err();
     assert!(err.contains("pods \"nope\" not found"), "{err}");
+
+    // The raw API: SPDY (no WebSocket upgrade) is refused with the reason,
+    // and a pod of two containers needs one named.
+    let client = kubelet::client_from_kubeconfig(&c.server.kubeconfig()).await?;
+    let status = |r: Result<String, kube::Error>| match r {
+        Err(kube::Error::Api(s)) => Some((s.code, s.message)),
+        _ => None,
+    };
+    let spdy =
+        http::Request::post("/api/v1/namespaces/default/pods/flood/exec?command=ls&stdout=true")
+            .header("Upgrade", "SPDY/3.1")
+            .body(Vec::new())?;
+    let (code, message) = status(client.request_text(spdy).await).context("a Status")?;
+    assert_eq!(code, 400);
+    assert!(message.contains("v5.channel.k8s.io"), "{message}");
+    c.create(
+        "two",
+        json!({
+            "restartPolicy": "Never",
+            "containers": [
+                {"name": "a", "image": "hello:v1"},
+                {"name": "b", "image": "hello:v1"},
+            ],
+        }),
+    )
+    .await?;
+    let logs = http::Request::get("/api/v1/namespaces/default/pods/two/log").body(Vec::new())?;
+    let (code, message) = status(client.request_text(logs).await).context("a Status")?;
+    assert_eq!(code, 400);
+    assert_eq!(
+        message,
+        "a container name must be specified for pod two, choose one of: [a b]"
+    );
     Ok(())
 }
