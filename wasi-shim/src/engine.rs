@@ -123,6 +123,16 @@ pub enum ModuleSource {
     Bytes(Arc<[u8]>),
     /// A `.wasm` file.
     File(PathBuf),
+    /// A `.wasm` file whose content digest its owner knows (an image
+    /// store's blob, named by it): a load finds the compiled code in memory
+    /// by the digest without reading or hashing the file, and checks the
+    /// digest when it does read it.
+    Verified {
+        /// The module file.
+        path: PathBuf,
+        /// `sha256:` and 64 hex digits.
+        digest: String,
+    },
 }
 
 impl ModuleSource {
@@ -136,19 +146,38 @@ impl ModuleSource {
         Self::Bytes(bytes.into())
     }
 
+    /// A module file whose sha256 `digest` (`sha256:HEX`) its owner has
+    /// checked.
+    pub fn verified(path: impl Into<PathBuf>, digest: impl Into<String>) -> Self {
+        Self::Verified {
+            path: path.into(),
+            digest: digest.into(),
+        }
+    }
+
     async fn read(&self) -> Result<Arc<[u8]>, ShimError> {
         match self {
             Self::Bytes(b) => Ok(b.clone()),
-            Self::File(p) => {
-                tokio::fs::read(p)
-                    .await
-                    .map(Into::into)
-                    .map_err(|source| ShimError::ReadModule {
-                        path: p.clone(),
-                        source,
-                    })
-            }
+            Self::File(path) | Self::Verified { path, .. } => tokio::fs::read(path)
+                .await
+                .map(Into::into)
+                .map_err(|source| ShimError::ReadModule {
+                    path: path.clone(),
+                    source,
+                }),
         }
+    }
+
+    /// The digest a [`Verified`](Self::Verified) source names.
+    fn known_digest(&self) -> Result<Option<[u8; 32]>, ShimError> {
+        let Self::Verified { digest, .. } = self else {
+            return Ok(None);
+        };
+        parse_digest(digest)
+            .map(Some)
+            .ok_or_else(|| ShimError::InvalidModule {
+                message: format!("{digest:?} is not a sha256 digest (sha256: and 64 hex digits)"),
+            })
     }
 }
 
@@ -359,34 +388,32 @@ impl Engine {
     }
 
     /// Reads, checks and compiles a module or component (once per digest).
+    /// A [`ModuleSource::Verified`] already compiled is not read at all.
     pub async fn load(&self, source: &ModuleSource) -> Result<Loaded, ShimError> {
+        if let Some(digest) = source.known_digest()?
+            && let Some(loaded) = self.memory_hit(&digest)
+        {
+            return Ok(loaded);
+        }
         let bytes = source.read().await?;
         let kind = ModuleKind::detect(&bytes)?;
-        let mut h = Sha256::new();
-        h.update(&bytes);
-        let digest: [u8; 32] = h.finalize().into();
-        let mut k = Sha256::new();
-        k.update(digest);
-        k.update(self.inner.compat.to_le_bytes());
-        let key: [u8; 32] = k.finalize().into();
-        let digest = format!("sha256:{}", hex(&digest));
-
-        let hit = self
-            .inner
-            .compiled
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&key)
-            .cloned();
-        if let Some((kind, compiled)) = hit {
-            self.inner.stats[0].fetch_add(1, Ordering::Relaxed);
-            return Ok(Loaded {
-                compiled,
-                kind,
-                digest,
-                cache: CacheOutcome::Memory,
+        let digest: [u8; 32] = Sha256::digest(&bytes).into();
+        if let Some(known) = source.known_digest()?
+            && known != digest
+        {
+            return Err(ShimError::InvalidModule {
+                message: format!(
+                    "the module file holds sha256:{}, not the sha256:{} it is named by",
+                    hex(&digest),
+                    hex(&known)
+                ),
             });
         }
+        if let Some(loaded) = self.memory_hit(&digest) {
+            return Ok(loaded);
+        }
+        let key = self.key(&digest);
+        let digest = format!("sha256:{}", hex(&digest));
 
         let engine = self.inner.wasmtime.clone();
         let disk_hits = || self.inner.disk.as_ref().map_or(0, Cache::cache_hits);
@@ -420,6 +447,33 @@ impl Engine {
         })
     }
 
+    /// The in-memory cache's key of a module: its digest and the engine's
+    /// compatibility hash.
+    fn key(&self, digest: &[u8; 32]) -> [u8; 32] {
+        let mut k = Sha256::new();
+        k.update(digest);
+        k.update(self.inner.compat.to_le_bytes());
+        k.finalize().into()
+    }
+
+    /// The compiled code of the module with this digest, if in memory.
+    fn memory_hit(&self, digest: &[u8; 32]) -> Option<Loaded> {
+        let (kind, compiled) = self
+            .inner
+            .compiled
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&self.key(digest))
+            .cloned()?;
+        self.inner.stats[0].fetch_add(1, Ordering::Relaxed);
+        Some(Loaded {
+            compiled,
+            kind,
+            digest: format!("sha256:{}", hex(digest)),
+            cache: CacheOutcome::Memory,
+        })
+    }
+
     /// Forgets the in-memory compiled code (the disk cache stays).
     pub fn clear_memory_cache(&self) {
         self.inner
@@ -432,4 +486,88 @@ impl Engine {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// `sha256:` and 64 hex digits, as bytes.
+fn parse_digest(digest: &str) -> Option<[u8; 32]> {
+    let hex = digest.strip_prefix("sha256:")?;
+    if hex.len() != 64 || !hex.is_ascii() {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn small() -> EngineConfig {
+        EngineConfig {
+            pooling: false,
+            ..EngineConfig::default()
+        }
+    }
+
+    fn digest_of(path: &str) -> String {
+        let bytes = std::fs::read(path).unwrap();
+        format!("sha256:{}", hex(&Sha256::digest(&bytes)))
+    }
+
+    #[test]
+    fn digests_parse_only_in_full() {
+        let d = format!("sha256:{}", "ab".repeat(32));
+        assert_eq!(parse_digest(&d), Some([0xab; 32]));
+        assert_eq!(parse_digest(&d[..d.len() - 2]), None);
+        assert_eq!(parse_digest(&d.replace("sha256:", "sha512:")), None);
+        assert_eq!(parse_digest(&d.replace("ab", "zz")), None);
+    }
+
+    #[tokio::test]
+    async fn a_verified_module_is_found_by_digest_without_reading_it() {
+        let engine = Engine::new(small()).unwrap();
+        let digest = digest_of(artifacts::HELLO);
+        let first = engine
+            .load(&ModuleSource::verified(artifacts::HELLO, &digest))
+            .await
+            .unwrap();
+        assert_eq!(first.cache, CacheOutcome::Compiled);
+        assert_eq!(first.digest, digest);
+        // Compiled once: the same digest is found in memory even where no
+        // file is, and a plain load of the file finds it too.
+        let again = engine
+            .load(&ModuleSource::verified("/nonexistent/hello.wasm", &digest))
+            .await
+            .unwrap();
+        assert_eq!(again.cache, CacheOutcome::Memory);
+        let plain = engine
+            .load(&ModuleSource::file(artifacts::HELLO))
+            .await
+            .unwrap();
+        assert_eq!(plain.cache, CacheOutcome::Memory);
+        assert_eq!(engine.cache_stats().compiled, 1);
+    }
+
+    #[tokio::test]
+    async fn a_verified_module_with_other_bytes_is_refused() {
+        let engine = Engine::new(small()).unwrap();
+        let wrong = format!("sha256:{}", "00".repeat(32));
+        let err = engine
+            .load(&ModuleSource::verified(artifacts::HELLO, &wrong))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, ShimError::InvalidModule { message } if message.contains("not the sha256:0000")),
+            "{err:?}"
+        );
+        let err = engine
+            .load(&ModuleSource::verified(artifacts::HELLO, "sha256:xyz"))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ShimError::InvalidModule { .. }), "{err:?}");
+        assert_eq!(engine.cache_stats().compiled, 0);
+    }
 }

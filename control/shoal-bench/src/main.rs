@@ -23,6 +23,9 @@ struct Args {
     /// The suite to run.
     #[arg(value_enum)]
     suite: Suite,
+    /// Parts of the suite to run, all when none are named (runtime: run,
+    /// cri, runc, http).
+    parts: Vec<String>,
     /// (internal) where the `serve-api` child keeps its data.
     #[arg(long, hide = true)]
     data_dir: Option<std::path::PathBuf>,
@@ -92,7 +95,7 @@ async fn run() -> anyhow::Result<()> {
                 .ok_or_else(|| anyhow::anyhow!("serve-api needs --data-dir"))?;
             api::serve(&dir, args.port.unwrap_or(0), args.etcd).await
         }
-        Suite::Runtime => runtime::run(args.scale).await,
+        Suite::Runtime => runtime::run(args.scale, &args.parts).await,
         Suite::ServeHttp => {
             let addr = args
                 .addr

@@ -23,41 +23,66 @@ const WRK_SECONDS: u32 = 10;
 /// Requests one HTTP function handles at once in the measured server.
 const HTTP_CONCURRENCY: usize = 64;
 
-pub async fn run(scale: f64) -> anyhow::Result<()> {
+/// The parts of the suite, in the order they run.
+const PARTS: [&str; 4] = ["run", "cri", "runc", "http"];
+
+/// Runs the parts named in `parts` (all of them when it is empty).
+pub async fn run(scale: f64, parts: &[String]) -> anyhow::Result<()> {
+    if let Some(unknown) = parts.iter().find(|p| !PARTS.contains(&p.as_str())) {
+        anyhow::bail!("no runtime part {unknown:?}: the parts are {PARTS:?}");
+    }
+    let wanted = |part: &str| parts.is_empty() || parts.iter().any(|p| p == part);
     let n = |x: f64| ((x * scale).round() as usize).max(1);
 
-    let warm = hello_runs(n(500.0), false).await?;
-    let cold = hello_runs(n(30.0), true).await?;
-    report_latency("hello_run_warm", warm, None);
-    report_latency("hello_run_cold", cold, None);
+    if wanted("run") {
+        let warm = hello_runs(n(500.0), false).await?;
+        let cold = hello_runs(n(30.0), true).await?;
+        report_latency("hello_run_warm", warm, None);
+        report_latency("hello_run_cold", cold, None);
+    }
 
-    let mut cri = crate::runtime_cri::create_start_exit(n(200.0)).await?;
-    let cri_mean = cri.mean_ms();
-    let cri_p50 = cri.percentile_ms(50.0);
-    report_latency("cri_create_start_exit", cri, None);
+    let mut cri = None;
+    if wanted("cri") {
+        let mut times = crate::runtime_cri::create_start_exit(n(200.0)).await?;
+        cri = Some((times.total.mean_ms(), times.total.percentile_ms(50.0)));
+        report_latency("cri_create_start_exit", times.total, None);
+        report_latency("cri_create", times.create, None);
+        report_latency("cri_start", times.start, None);
+        report_latency("cri_start_to_exited", times.exit, None);
+    }
 
     // The container baseline: runc run of busybox true.
-    let mut runc = peers::runc_true(n(30.0))?;
-    emit(
-        SUITE,
-        "container_start_vs_runc_mean",
-        cri_mean,
-        "ms",
-        Some(("runc 1.1.5 busybox true", runc.mean_ms(), Better::Lower)),
-    );
-    emit(
-        SUITE,
-        "container_start_vs_runc_p50",
-        cri_p50,
-        "ms",
-        Some((
-            "runc 1.1.5 busybox true",
-            runc.percentile_ms(50.0),
-            Better::Lower,
-        )),
-    );
+    if wanted("runc") {
+        let mut runc = peers::runc_true(n(30.0))?;
+        let peer = "runc 1.1.5 busybox true";
+        emit(SUITE, "runc_true_mean", runc.mean_ms(), "ms", None);
+        if let Some((cri_mean, cri_p50)) = cri {
+            emit(
+                SUITE,
+                "container_start_vs_runc_mean",
+                cri_mean,
+                "ms",
+                Some((peer, runc.mean_ms(), Better::Lower)),
+            );
+            emit(
+                SUITE,
+                "container_start_vs_runc_p50",
+                cri_p50,
+                "ms",
+                Some((peer, runc.percentile_ms(50.0), Better::Lower)),
+            );
+        }
+    }
 
-    // HTTP: our server (a child process) against wasmtime serve, one at a time.
+    if wanted("http") {
+        http_vs_wasmtime_serve()?;
+    }
+    Ok(())
+}
+
+/// `hello-http` through our server (a child process) against `wasmtime
+/// serve`, one at a time, under the same wrk load.
+fn http_vs_wasmtime_serve() -> anyhow::Result<()> {
     let ours = {
         let addr = free_addr()?;
         let _server = serve_child(addr)?;

@@ -14,9 +14,22 @@ use crate::report::Latencies;
 /// How long one container may take to exit before the run is a failure.
 const EXIT_DEADLINE: Duration = Duration::from_secs(30);
 
+/// The CRI timings of `n` containers.
+#[derive(Debug, Default)]
+pub struct CriTimes {
+    /// CreateContainer to EXITED seen in ContainerStatus.
+    pub total: Latencies,
+    /// The CreateContainer call.
+    pub create: Latencies,
+    /// The StartContainer call.
+    pub start: Latencies,
+    /// From StartContainer's answer to EXITED seen in ContainerStatus.
+    pub exit: Latencies,
+}
+
 /// Times `n` containers from CreateContainer to EXITED (the first one is a
 /// warm-up that compiles the module, and is not counted).
-pub async fn create_start_exit(n: usize) -> anyhow::Result<Latencies> {
+pub async fn create_start_exit(n: usize) -> anyhow::Result<CriTimes> {
     let dir = tempfile::tempdir()?;
     let server = cri::CriServer::build(cri::Config::new(dir.path())).await?;
     let socket = server.socket().to_owned();
@@ -55,7 +68,7 @@ pub async fn create_start_exit(n: usize) -> anyhow::Result<Latencies> {
         .into_inner()
         .pod_sandbox_id;
 
-    let mut times = Latencies::default();
+    let mut times = CriTimes::default();
     for i in 0..=n {
         let config = api::ContainerConfig {
             metadata: Some(api::ContainerMetadata {
@@ -81,10 +94,12 @@ pub async fn create_start_exit(n: usize) -> anyhow::Result<Latencies> {
             .await?
             .into_inner()
             .container_id;
+        let created = Instant::now();
         rt.start_container(api::StartContainerRequest {
             container_id: id.clone(),
         })
         .await?;
+        let begun = Instant::now();
         let status = loop {
             let status = rt
                 .container_status(api::ContainerStatusRequest {
@@ -104,7 +119,7 @@ pub async fn create_start_exit(n: usize) -> anyhow::Result<Latencies> {
             );
             tokio::task::yield_now().await;
         };
-        let elapsed = started.elapsed();
+        let exited = Instant::now();
         anyhow::ensure!(
             status.exit_code == 0,
             "hello exited with {}: {}",
@@ -112,7 +127,10 @@ pub async fn create_start_exit(n: usize) -> anyhow::Result<Latencies> {
             status.message
         );
         if i > 0 {
-            times.push(elapsed);
+            times.total.push(exited - started);
+            times.create.push(created - started);
+            times.start.push(begun - created);
+            times.exit.push(exited - begun);
         }
         rt.remove_container(api::RemoveContainerRequest { container_id: id })
             .await?;

@@ -75,9 +75,10 @@ impl Runtime {
             .ok_or_else(|| CriError::ImageNotPulled {
                 image: asked.clone(),
             })?;
-        // Compile now: a bad module is refused here, and the start is fast.
+        // Compile now: a bad module is refused here, and the start is fast
+        // (the image's id is its module's digest: found in memory by it).
         self.engine
-            .load(&ModuleSource::file(&image.path))
+            .load(&ModuleSource::verified(&image.path, &image.id))
             .await
             .map_err(|source| CriError::Module {
                 image: asked.clone(),
@@ -284,9 +285,10 @@ impl Runtime {
             }
             None => None,
         };
-        let running = self
-            .engine
-            .spawn(ModuleSource::file(&rec.image.path), &builder.build());
+        let running = self.engine.spawn(
+            ModuleSource::verified(&rec.image.path, &rec.image.id),
+            &builder.build(),
+        );
         Ok(Launched {
             running,
             log,

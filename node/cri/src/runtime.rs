@@ -240,7 +240,8 @@ impl Runtime {
         Ok(())
     }
 
-    /// Stops every running container: terminate with `grace`, then kill.
+    /// Stops every running container (terminate with `grace`, then kill)
+    /// and syncs the records.
     pub async fn shutdown(self: &Arc<Self>, grace: Duration) {
         let running: Vec<String> = self
             .tables()
@@ -262,6 +263,9 @@ impl Runtime {
         });
         futures::future::join_all(stops).await;
         self.ports.close_all().await;
+        if let Err(e) = self.records.sync() {
+            tracing::warn!(error = %crate::error::chain(&e), "cannot sync the records");
+        }
     }
 }
 

@@ -123,9 +123,14 @@ async fn a_container_runs_to_completion_and_logs_in_cri_format() -> Result<()> {
 
     // The exit is recorded by the runtime itself: the record on disk turns
     // EXITED with no CRI call made.
-    let record = cri.dir.path().join(format!("cri/containers/{id}.json"));
+    // The records journal: the last line about the container wins.
+    let journal = cri.dir.path().join("cri/records.jsonl");
     testbed::wait_until("the record says the container exited", DEADLINE, || async {
-        std::fs::read_to_string(&record).is_ok_and(|s| s.contains("\"phase\":\"Exited\""))
+        std::fs::read_to_string(&journal).is_ok_and(|s| {
+            s.lines()
+                .rfind(|l| l.contains(&format!("\"id\":\"{id}\"")))
+                .is_some_and(|l| l.contains("\"phase\":\"Exited\""))
+        })
     })
     .await?;
 
