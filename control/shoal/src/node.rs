@@ -11,24 +11,14 @@ use anyhow::Context as _;
 use crate::cli::{KubeletArgs, NodeArgs, NodeFlags};
 use crate::{error_chain, join, shutdown_signal};
 
-/// The kubelet's configuration from the flags, serving its API with the
-/// certificate the join gave.
-fn config(
-    flags: &NodeFlags,
-    data_dir: &Path,
-    socket: PathBuf,
-    joined: &join::Joined,
-) -> anyhow::Result<kubelet::Config> {
+/// The kubelet's configuration from the flags (checked before anything
+/// starts); its API's certificate comes from the join ([`serve_with`]).
+fn config(flags: &NodeFlags, data_dir: &Path, socket: PathBuf) -> anyhow::Result<kubelet::Config> {
     let name = node_name(flags);
     let mut config = kubelet::Config::new(name, data_dir, socket);
     config.node_ip = flags.node_ip;
     config.max_pods = flags.max_pods;
     config.kubelet_port = flags.kubelet_port;
-    config.serving = Some(kubelet::ServingTls {
-        cert_pem: joined.answer.serving_cert_pem.clone(),
-        key_pem: joined.answer.serving_key_pem.clone(),
-        client_ca_pem: joined.answer.ca_pem.clone(),
-    });
     let secs = |v: f64, flag: &str| {
         Duration::try_from_secs_f64(v)
             .ok()
@@ -42,6 +32,15 @@ fn config(
     }
     config.backoff.reset_after = (config.backoff.max * 2).max(Duration::from_secs(1));
     Ok(config)
+}
+
+/// Serves the kubelet API with the serving certificate the join gave.
+fn serve_with(config: &mut kubelet::Config, joined: &join::Joined) {
+    config.serving = Some(kubelet::ServingTls {
+        cert_pem: joined.answer.serving_cert_pem.clone(),
+        key_pem: joined.answer.serving_key_pem.clone(),
+        client_ca_pem: joined.answer.ca_pem.clone(),
+    });
 }
 
 /// `--name`, else the host name.
@@ -97,9 +96,10 @@ pub async fn kubelet(args: KubeletArgs) -> anyhow::Result<()> {
         .cri_socket
         .clone()
         .unwrap_or_else(|| dir.join("cri.sock"));
+    let mut config = config(&args.node, &dir, socket.clone())?;
     let client = client(&args.node, &dir).await?;
     let joined = serving(&client, &args.node, &dir).await?;
-    let config = config(&args.node, &dir, socket.clone(), &joined)?;
+    serve_with(&mut config, &joined);
     let shutdown = shutdown_signal()?;
     let name = config.node_name.clone();
     let kubelet = kubelet::Kubelet::build(config, client)
@@ -120,6 +120,8 @@ pub async fn kubelet(args: KubeletArgs) -> anyhow::Result<()> {
 /// socket. Stopping it stops the runtime, and so every container.
 pub async fn node(args: NodeArgs) -> anyhow::Result<()> {
     let dir = data_dir(&args.node)?;
+    // The flags are checked before joining; the socket is the runtime's default.
+    config(&args.node, &dir, dir.join("cri.sock"))?;
     let (client, joined) = match (&args.server, &args.token) {
         (Some(server), Some(token)) => {
             if args.node.kubeconfig.is_some() {
@@ -153,7 +155,8 @@ pub async fn node(args: NodeArgs) -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("{}", error_chain(&e)))?;
     let socket = server.socket().to_owned();
-    let config = config(&args.node, &dir, socket.clone(), &joined)?;
+    let mut config = config(&args.node, &dir, socket.clone())?;
+    serve_with(&mut config, &joined);
     let name = config.node_name.clone();
     let shutdown = shutdown_signal()?;
     let (stop_cri, cri_stopped) = tokio::sync::oneshot::channel::<()>();

@@ -1050,7 +1050,10 @@ fn the_kubelet_says_what_is_missing() {
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("--kubeconfig"), "{err}");
+    assert!(
+        err.contains("--token: a node token must look like K10"),
+        "{err}"
+    );
     let out = shoal()
         .args(["kubelet", "--backoff-base", "0", "--data-dir"])
         .arg(dir.path())
