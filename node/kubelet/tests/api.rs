@@ -1,6 +1,7 @@
 //! The kubelet API against a real CRI runtime on a unix socket, over TLS
 //! with client certificates made here: who may call, container logs (tail,
-//! since, limits, previous, follow across rotation), stats and pods.
+//! since, limits, previous, follow across rotation), exec (a WebSocket
+//! proxied to the runtime's streaming server), stats and pods.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -613,5 +614,101 @@ async fn stats_summary_and_pods_come_from_the_runtime() -> Result<()> {
     );
     assert_eq!(p["status"]["containerStatuses"][0]["name"], "app");
     assert_eq!(p["status"]["containerStatuses"][0]["ready"], true);
+    Ok(())
+}
+
+/// Opens a WebSocket on the kubelet API's `path` with a client certificate.
+async fn websocket(
+    node: &Node,
+    path: &str,
+) -> Result<(
+    tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<TcpStream>>,
+    http::Response<Option<Vec<u8>>>,
+)> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let tcp = TcpStream::connect(node.addr).await?;
+    let tls = TlsConnector::from(node.admin()?)
+        .connect(ServerName::try_from("127.0.0.1")?, tcp)
+        .await?;
+    let mut req = format!("wss://{}{path}", node.addr).into_client_request()?;
+    req.headers_mut()
+        .insert("sec-websocket-protocol", "v5.channel.k8s.io".parse()?);
+    Ok(tokio_tungstenite::client_async(req, tls).await?)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn exec_proxies_the_websocket_to_the_runtime() -> Result<()> {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let mut node = Node::start().await?;
+    let flood = node.import(artifacts::LOG_FLOOD, "flood:v1")?;
+    let pod = node.pod("sh").await?;
+    node.run(&pod, "app", &flood, &[], 0, Some(0.05)).await?;
+
+    let (mut ws, response) = websocket(
+        &node,
+        "/exec/default/sh/app?command=cat&input=1&output=1&stderr=true",
+    )
+    .await?;
+    assert_eq!(
+        response.headers()["sec-websocket-protocol"],
+        "v5.channel.k8s.io"
+    );
+    ws.send(Message::binary(b"\x00hello\n".to_vec())).await?;
+    ws.send(Message::binary(vec![255, 0])).await?;
+    let (mut stdout, mut status) = (Vec::new(), None);
+    tokio::time::timeout(DEADLINE, async {
+        while let Some(msg) = ws.next().await {
+            match msg? {
+                Message::Binary(b) => match b.split_first() {
+                    Some((1, data)) => stdout.extend_from_slice(data),
+                    Some((3, data)) => {
+                        status = Some(serde_json::from_slice::<serde_json::Value>(data)?)
+                    }
+                    other => anyhow::bail!("unexpected frame {other:?}"),
+                },
+                Message::Close(_) => break,
+                _ => {}
+            }
+        }
+        anyhow::Ok(())
+    })
+    .await
+    .context("the exec did not end")??;
+    assert_eq!(String::from_utf8(stdout)?, "hello\n");
+    assert_eq!(status.context("no Status")?["status"], "Success");
+
+    // A non-zero exit comes back as the runtime words it.
+    let (mut ws, _) = websocket(
+        &node,
+        "/exec/default/sh/app?command=cat&command=/nope&stdout=1&stderr=1",
+    )
+    .await?;
+    let mut status = None;
+    while let Some(Ok(msg)) = ws.next().await {
+        if let Message::Binary(b) = msg
+            && b.first() == Some(&3)
+        {
+            status = Some(serde_json::from_slice::<serde_json::Value>(&b[1..])?);
+        }
+    }
+    let status = status.context("no Status")?;
+    assert_eq!(
+        (status["status"].as_str(), status["reason"].as_str()),
+        (Some("Failure"), Some("NonZeroExitCode")),
+        "{status}"
+    );
+
+    // Without an upgrade, and for what is not there.
+    let (code, body) = node.get("/exec/default/sh/app?command=ls&stdout=1").await?;
+    assert_eq!(
+        (code, body.trim()),
+        (400, "exec needs a WebSocket upgrade (v5.channel.k8s.io)")
+    );
+    let err = websocket(&node, "/exec/default/sh/nope?command=ls&stdout=1")
+        .await
+        .unwrap_err();
+    assert!(format!("{err:#}").contains("404"), "{err:#}");
     Ok(())
 }

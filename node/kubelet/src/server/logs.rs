@@ -234,12 +234,66 @@ fn rotated(path: &Path, i: usize) -> PathBuf {
     PathBuf::from(s)
 }
 
-/// The rotated files that exist, newest first (`path.1`, `path.2`, ...).
+/// The rotated files that exist, newest first (`path.1`, `path.2`, ...),
+/// from the directory (a rotation in progress may leave a gap).
 fn rotated_files(path: &Path) -> Vec<PathBuf> {
-    (1..=MAX_ROTATED)
-        .map(|i| rotated(path, i))
-        .take_while(|p| p.exists())
-        .collect()
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return Vec::new();
+    };
+    let prefix = format!("{}.", name.to_string_lossy());
+    let mut found: Vec<(usize, PathBuf)> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let n = e
+                .file_name()
+                .to_str()?
+                .strip_prefix(&prefix)?
+                .parse()
+                .ok()?;
+            (1..=MAX_ROTATED)
+                .contains(&n)
+                .then(|| (n, rotated(path, n)))
+        })
+        .collect();
+    found.sort();
+    found.into_iter().map(|(_, p)| p).collect()
+}
+
+/// The inodes of the rotated files (oldest first) and the current one.
+async fn snapshot(path: &Path) -> Vec<Option<u64>> {
+    let mut out = Vec::new();
+    for p in rotated_files(path).iter().rev().chain([&path.to_owned()]) {
+        out.push(inode(p).await);
+    }
+    out
+}
+
+/// Opens the rotated files (oldest first) and the current one, retrying
+/// until no rotation ran in between, so that none is skipped or read twice.
+async fn open_all(path: &Path) -> (Vec<tokio::fs::File>, Option<tokio::fs::File>) {
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        let before = snapshot(path).await;
+        let mut older = Vec::new();
+        let mut opened = Vec::new();
+        for p in rotated_files(path).into_iter().rev() {
+            if let Ok(f) = tokio::fs::File::open(&p).await {
+                opened.push(f.metadata().await.ok().map(|m| m.ino()));
+                older.push(f);
+            }
+        }
+        let current = tokio::fs::File::open(path).await.ok();
+        opened.push(match &current {
+            Some(f) => f.metadata().await.ok().map(|m| m.ino()),
+            None => None,
+        });
+        if (opened == before && snapshot(path).await == before) || tries >= 50 {
+            return (older, current);
+        }
+    }
 }
 
 async fn inode(path: &Path) -> Option<u64> {
@@ -253,7 +307,7 @@ async fn rotated_since(path: &Path, ours: Option<u64>, next: Option<u64>) -> Vec
     let mut newer = Vec::new();
     for p in rotated_files(path) {
         let Ok(f) = tokio::fs::File::open(&p).await else {
-            break;
+            continue;
         };
         let ino = f.metadata().await.ok().map(|m| m.ino());
         if ino == ours {
@@ -319,13 +373,7 @@ impl Follow {
 
     async fn read_all(&self, reader: &mut Reader, q: &LogQuery) -> Result<(), Stop> {
         // Open every file first, so that a rotation while reading loses nothing.
-        let mut older = Vec::new();
-        for p in rotated_files(&self.path).into_iter().rev() {
-            if let Ok(f) = tokio::fs::File::open(&p).await {
-                older.push(f);
-            }
-        }
-        let mut current = tokio::fs::File::open(&self.path).await.ok();
+        let (older, mut current) = open_all(&self.path).await;
         for mut f in older {
             self.drain(&mut f, reader).await?;
         }
