@@ -39,6 +39,7 @@ pub mod quantity;
 pub mod resources;
 pub mod runtime;
 pub mod server;
+mod services;
 pub mod status;
 pub mod volumes;
 mod worker;

@@ -2,7 +2,8 @@
 //! watch (kube-runtime `watch_object`, as the kubelet's watch-based object
 //! manager) for as long as a pod uses it. A change wakes the pods that use
 //! the object, so their volumes are rewritten. While the apiserver is out
-//! of reach, the last known version is kept.
+//! of reach, the last known version is kept. The Services (for service
+//! variables) are watched too, all of them ([`Services`]).
 
 use std::collections::HashMap;
 use std::fmt::Debug;
@@ -15,6 +16,8 @@ use kube::api::Api;
 use kube::runtime::watcher;
 use serde::de::DeserializeOwned;
 use tokio::sync::{Notify, watch};
+
+use crate::services::Services;
 
 /// How long a first read may wait for its watch to list the object.
 const FIRST_READ: Duration = Duration::from_secs(10);
@@ -181,18 +184,21 @@ where
     }
 }
 
-/// The ConfigMaps and Secrets in use.
+/// The ConfigMaps and Secrets in use, and the Services.
 #[derive(Debug)]
 pub struct Objects {
     pub configmaps: Watched<ConfigMap>,
     pub secrets: Watched<Secret>,
+    pub services: Services,
 }
 
 impl Objects {
+    /// Starts the Services' watch (in the current tokio runtime).
     pub fn new(client: kube::Client) -> Self {
         Objects {
             configmaps: Watched::new(client.clone()),
-            secrets: Watched::new(client),
+            secrets: Watched::new(client.clone()),
+            services: Services::spawn(client),
         }
     }
 

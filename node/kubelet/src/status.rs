@@ -474,6 +474,21 @@ pub fn compute(i: &Inputs<'_>) -> PodStatus {
     }
 }
 
+/// Whether writing `new` would repeat the worker's last write (`written`:
+/// the status it computed and wrote, with the resourceVersion the write
+/// made) while nobody else has written the pod since (`seen`: the newest
+/// resourceVersion the worker has of the pod).
+pub fn repeats_last_write(
+    written: Option<&(u64, PodStatus)>,
+    seen: Option<u64>,
+    new: &PodStatus,
+) -> bool {
+    match written {
+        Some((rv, last)) => last == new && seen.is_none_or(|seen| seen <= *rv),
+        None => false,
+    }
+}
+
 /// A merge patch (`{"status": {...}}`) of the owned fields that differ
 /// between `old` and `new`, with `null` for the ones to remove; `None` when
 /// nothing differs.
@@ -498,6 +513,32 @@ mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
     const S: i64 = 1_000_000_000;
+
+    #[test]
+    fn a_status_equal_to_the_last_write_is_not_written_again() {
+        let running = PodStatus {
+            phase: Some("Running".into()),
+            ..Default::default()
+        };
+        let pending = PodStatus {
+            phase: Some("Pending".into()),
+            ..Default::default()
+        };
+        let last = (7, running.clone());
+        // (last write, newest resourceVersion seen, new status, repeats)
+        let cases = [
+            (None, Some(7), &running, false),
+            (Some(&last), Some(7), &running, true),
+            (Some(&last), Some(5), &running, true),
+            (Some(&last), None, &running, true),
+            (Some(&last), Some(7), &pending, false),
+            // Someone wrote the pod after us: compare with what it holds.
+            (Some(&last), Some(8), &running, false),
+        ];
+        for (i, (written, seen, new, want)) in cases.into_iter().enumerate() {
+            assert_eq!(repeats_last_write(written, seen, new), want, "case {i}");
+        }
+    }
 
     fn pod(policy: &str, init: &[&str], main: &[&str]) -> Pod {
         let c = |n: &&str| Container {

@@ -23,7 +23,7 @@ use std::time::{Duration, SystemTime};
 use k8s_cri::v1 as cri_api;
 use k8s_openapi::api::core::v1::{Container, ObjectReference, Pod, PodStatus, Service};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, Preconditions};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use tokio::sync::{Notify, watch};
 use tracing::Instrument;
 
@@ -99,9 +99,10 @@ pub struct Worker {
     terminal: Option<Terminal>,
     /// The status as of our last write, with the resourceVersion it made.
     believed: Option<(u64, PodStatus)>,
+    /// The status we last computed and wrote, with the resourceVersion the
+    /// write made: an equal status is not written again.
+    written: Option<(u64, PodStatus)>,
     volumes: BTreeMap<String, Mounted>,
-    /// The services of the last successful list (for service variables).
-    services: Option<Vec<Service>>,
 }
 
 impl std::fmt::Debug for Worker {
@@ -197,8 +198,8 @@ impl Worker {
             warned_probes: HashSet::new(),
             terminal: None,
             believed: None,
+            written: None,
             volumes: BTreeMap::new(),
-            services: None,
         }
     }
 
@@ -952,51 +953,17 @@ impl Worker {
     }
 
     /// The services whose variables a container gets: the pod namespace's
-    /// (with `enableServiceLinks`, the default) and `default/kubernetes`.
-    async fn services(&mut self, pod: &Pod) -> Vec<Service> {
+    /// (with `enableServiceLinks`, the default) and `default/kubernetes`,
+    /// from the watched Services (the last known while the apiserver is
+    /// out of reach).
+    async fn services(&self, pod: &Pod) -> Vec<Service> {
         let (ns, _) = name_of(pod);
-        let client = self.shared.client.clone();
         let links = pod
             .spec
             .as_ref()
             .and_then(|s| s.enable_service_links)
             .unwrap_or(true);
-        let listed = async {
-            let mut out = Vec::new();
-            if links {
-                out.extend(
-                    Api::<Service>::namespaced(client.clone(), &ns)
-                        .list(&ListParams::default())
-                        .await?
-                        .items,
-                );
-            }
-            if ns != "default" || !links {
-                out.extend(
-                    Api::<Service>::namespaced(client, "default")
-                        .get_opt("kubernetes")
-                        .await?,
-                );
-            }
-            Ok::<_, kube::Error>(out)
-        };
-        let listed = async {
-            tokio::time::timeout(API_TIMEOUT, listed)
-                .await
-                .unwrap_or_else(|_| Err(kube::Error::Service("timed out".into())))
-        };
-        match listed.await {
-            Ok(services) => {
-                self.services = Some(services.clone());
-                services
-            }
-            Err(e) => {
-                // The apiserver is out of reach: the last list, as the
-                // kubelet's informer would have it.
-                tracing::info!(error = %e, "cannot list services for the service variables; using the last list");
-                self.services.clone().unwrap_or_default()
-            }
-        }
+        self.shared.objects.services.for_pod(&ns, links).await
     }
 
     /// The CRI config of a new container instance.
@@ -1203,6 +1170,9 @@ impl Worker {
             terminal: terminal.as_ref(),
             now: Timestamp::now(),
         });
+        if status::repeats_last_write(self.written.as_ref(), rv_of(pod), &new) {
+            return;
+        }
         let Some(patch) = status::patch(current.status.as_ref(), &new) else {
             return;
         };
@@ -1217,6 +1187,7 @@ impl Worker {
             Ok(Ok(updated)) if updated.metadata.uid.as_deref() == Some(self.uid.as_str()) => {
                 tracing::debug!(phase = ?new.phase, "status written");
                 if let (Some(rv), Some(status)) = (rv_of(&updated), updated.status) {
+                    self.written = Some((rv, new));
                     self.believed = Some((rv, status));
                 }
             }
