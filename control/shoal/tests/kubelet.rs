@@ -956,6 +956,7 @@ async fn pods_keep_running_while_the_apiserver_is_down() -> anyhow::Result<()> {
     let before = max_attempt(runtime_containers(&mut rt, &uid(&blinker)).await);
 
     c.server.kill();
+    let killed = Instant::now();
     c.wait("the kubelet notices the apiserver is gone", || async {
         let log = c.node.kubelet_log();
         log.contains("cannot renew the node lease") || log.contains("pod watch failed")
@@ -970,6 +971,27 @@ async fn pods_keep_running_while_the_apiserver_is_down() -> anyhow::Result<()> {
             async move { max_attempt(runtime_containers(&mut rt, &uid).await) >= before + 2 }
         },
     )
+    .await?;
+    // The apiserver stays down for 30 s (the figure) while the
+    // steady container keeps running.
+    c.wait("30 s without the apiserver, steady still running", || {
+        let mut rt = rt.clone();
+        let id = id.clone();
+        async move {
+            let st = rt
+                .container_status(cri_api::ContainerStatusRequest {
+                    container_id: id,
+                    verbose: false,
+                })
+                .await
+                .ok()
+                .and_then(|r| r.into_inner().status);
+            let running =
+                st.is_some_and(|s| s.state == cri_api::ContainerState::ContainerRunning as i32);
+            assert!(running, "steady stopped while the apiserver was down");
+            killed.elapsed() >= Duration::from_secs(30)
+        }
+    })
     .await?;
     let during = max_attempt(runtime_containers(&mut rt, &uid(&blinker)).await);
     let st = rt
