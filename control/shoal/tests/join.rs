@@ -170,21 +170,7 @@ impl JoinedNode {
         let dir = tempfile::Builder::new()
             .prefix(&format!("shoal-node-{name}-"))
             .tempdir()?;
-        let out = shoal()
-            .args([
-                "image",
-                "import",
-                artifacts::HELLO,
-                "hello:v1",
-                "--data-dir",
-            ])
-            .arg(dir.path())
-            .output()?;
-        anyhow::ensure!(
-            out.status.success(),
-            "shoal image import: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        testbed::import_image(shoal_bin(), dir.path(), artifacts::HELLO, "hello:v1")?;
         let log = std::fs::File::create(dir.path().join("node.log"))?;
         let args: Vec<OsString> = vec![
             "node".into(),

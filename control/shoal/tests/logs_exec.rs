@@ -63,15 +63,7 @@ impl Cluster {
             (artifacts::HELLO, "hello:v1"),
             (artifacts::LOG_FLOOD, "log-flood:v1"),
         ] {
-            let out = shoal()
-                .args(["image", "import", wasm, name, "--data-dir"])
-                .arg(node_dir.path())
-                .output()?;
-            anyhow::ensure!(
-                out.status.success(),
-                "import {name}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            testbed::import_image(shoal_bin(), node_dir.path(), wasm, name)?;
         }
         let token = std::fs::read_to_string(server.data_dir().join("node-token"))?;
         let log = std::fs::File::create(node_dir.path().join("node.log"))?;

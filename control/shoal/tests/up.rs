@@ -9,7 +9,6 @@
 
 use std::net::TcpListener;
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -41,22 +40,7 @@ async fn up_serves_hello_http_on_its_host_port() -> anyhow::Result<()> {
     assert_eq!(nodes.split_whitespace().count(), 1, "one node: {nodes}");
 
     // Into the running node's image store.
-    let import = Command::new(bin)
-        .args([
-            "image",
-            "import",
-            artifacts::HELLO_HTTP,
-            IMAGE,
-            "--data-dir",
-        ])
-        .arg(up.data_dir())
-        .env_remove("SHOAL_DATA_DIR")
-        .output()?;
-    assert!(
-        import.status.success(),
-        "{}",
-        String::from_utf8_lossy(&import.stderr)
-    );
+    testbed::import_image(bin, up.data_dir(), artifacts::HELLO_HTTP, IMAGE)?;
 
     let (host_port, container_port) = (testbed::free_port(), testbed::free_port());
     let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../samples/hello-http.yaml");
