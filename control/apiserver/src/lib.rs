@@ -130,7 +130,7 @@ pub enum Error {
     #[error("cannot create the built-in objects: {0}")]
     Bootstrap(ApiError),
     #[error("the HTTPS server failed")]
-    Serve(#[source] std::io::Error),
+    Serve(#[source] https::Error),
 }
 
 /// A bound, ready apiserver.

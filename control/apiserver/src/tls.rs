@@ -1,113 +1,29 @@
-//! Serving HTTPS, with the client certificate as the caller's identity.
-//!
-//! [`serve`] accepts TLS connections, reads the verified client certificate
-//! (CN = user, O = groups, as Kubernetes does) and serves an axum router over
-//! HTTP/1.1 or HTTP/2, with upgrades. Each request carries the connection's
-//! [`Identity`] and `ConnectInfo<SocketAddr>` as extensions. A connection
-//! without a client certificate is anonymous; one whose certificate names no
-//! user gets 401 on every request. There is no request timeout, so watches
-//! stream as long as they like; only request headers have a deadline.
+//! Serving the API over HTTPS: the shared loop (`https`) with the
+//! apiserver's settings: HTTP/1.1 and HTTP/2 (up to 1000 streams, as
+//! kube-apiserver), a 10 s grace on shutdown, and a client certificate that
+//! names no user answered 401 `Status` on every request. A connection
+//! without a client certificate is anonymous. There is no request timeout,
+//! so watches stream as long as they like; only request headers have a
+//! deadline.
 
-use std::convert::Infallible;
 use std::future::Future;
-use std::io;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::ConnectInfo;
-use http::{Request, Response, StatusCode, header};
-use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
-use tokio::task::JoinSet;
-use tokio_rustls::TlsAcceptor;
-use tower::ServiceExt;
-use tracing::Instrument;
-use x509_parser::error::X509Error;
+use axum::response::{IntoResponse, Response};
+use http::{StatusCode, header};
+use tokio::net::TcpListener;
 
-/// The user of a connection without a client certificate.
-pub const ANONYMOUS_USER: &str = "system:anonymous";
-/// The group of every unauthenticated caller.
-pub const UNAUTHENTICATED_GROUP: &str = "system:unauthenticated";
-/// The group of every authenticated caller.
-pub const AUTHENTICATED_GROUP: &str = "system:authenticated";
+pub use https::{
+    ANONYMOUS_USER, AUTHENTICATED_GROUP, Identity, IdentityError, UNAUTHENTICATED_GROUP,
+    identity_from_cert,
+};
 
 /// How long in-flight connections may finish after shutdown is asked for.
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(10);
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// As kube-apiserver's `ReadHeaderTimeout`.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(32);
 /// As kube-apiserver's default `--http2-max-streams-per-connection`.
 const MAX_H2_STREAMS: u32 = 1000;
-
-/// Who is calling, as Kubernetes authentication reports it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Identity {
-    pub user: String,
-    pub groups: Vec<String>,
-}
-
-impl Identity {
-    /// `system:anonymous` in `system:unauthenticated`.
-    pub fn anonymous() -> Identity {
-        Identity {
-            user: ANONYMOUS_USER.to_string(),
-            groups: vec![UNAUTHENTICATED_GROUP.to_string()],
-        }
-    }
-
-    pub fn is_anonymous(&self) -> bool {
-        self.user == ANONYMOUS_USER
-    }
-}
-
-/// Why a client certificate names no usable identity.
-#[derive(Debug, thiserror::Error)]
-pub enum IdentityError {
-    #[error("client certificate is not valid X.509")]
-    Parse(#[source] X509Error),
-    #[error("client certificate has no common name")]
-    NoCommonName,
-    #[error("client certificate subject is not UTF-8")]
-    NotUtf8(#[source] X509Error),
-}
-
-/// Reads a (verified) client certificate: CN is the user, each O a group,
-/// plus `system:authenticated`.
-pub fn identity_from_cert(der: &[u8]) -> Result<Identity, IdentityError> {
-    let (_, cert) = x509_parser::parse_x509_certificate(der).map_err(|e| {
-        IdentityError::Parse(match e {
-            x509_parser::nom::Err::Error(e) | x509_parser::nom::Err::Failure(e) => e,
-            x509_parser::nom::Err::Incomplete(_) => X509Error::InvalidCertificate,
-        })
-    })?;
-    let subject = cert.subject();
-    let user = subject
-        .iter_common_name()
-        .next()
-        .ok_or(IdentityError::NoCommonName)?
-        .as_str()
-        .map_err(IdentityError::NotUtf8)?;
-    if user.is_empty() {
-        return Err(IdentityError::NoCommonName);
-    }
-    let mut groups = subject
-        .iter_organization()
-        .map(|o| o.as_str().map(str::to_string))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(IdentityError::NotUtf8)?;
-    if !groups.iter().any(|g| g == AUTHENTICATED_GROUP) {
-        groups.push(AUTHENTICATED_GROUP.to_string());
-    }
-    Ok(Identity {
-        user: user.to_string(),
-        groups,
-    })
-}
 
 /// Serves `router` over TLS on `listener` until `shutdown` resolves, then
 /// lets in-flight connections finish for up to [`DEFAULT_GRACE`].
@@ -116,7 +32,7 @@ pub async fn serve(
     config: Arc<rustls::ServerConfig>,
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> io::Result<()> {
+) -> Result<(), https::Error> {
     serve_with_grace(listener, config, router, shutdown, DEFAULT_GRACE).await
 }
 
@@ -127,125 +43,19 @@ pub async fn serve_with_grace(
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
     grace: Duration,
-) -> io::Result<()> {
-    let local = listener.local_addr()?;
-    let acceptor = TlsAcceptor::from(config);
-    let http = Arc::new(http_builder());
-    let (stop_tx, stop_rx) = watch::channel(());
-    let mut conns = JoinSet::new();
-    let mut shutdown = std::pin::pin!(shutdown);
-    tracing::info!(%local, "serving HTTPS");
-
-    loop {
-        tokio::select! {
-            () = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok((tcp, peer)) => {
-                    let span = tracing::info_span!("conn", %peer, user = tracing::field::Empty);
-                    let conn = connection(
-                        tcp,
-                        peer,
-                        acceptor.clone(),
-                        http.clone(),
-                        router.clone(),
-                        stop_rx.clone(),
-                    );
-                    conns.spawn(conn.instrument(span));
-                }
-                Err(e) if is_connection_error(&e) => {
-                    tracing::debug!(error = %e, "accept failed");
-                }
-                Err(e) => {
-                    // Out of file descriptors and the like: back off, keep serving.
-                    tracing::error!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            },
-            Some(done) = conns.join_next(), if !conns.is_empty() => log_panic(done),
-        }
-    }
-
-    drop(listener);
-    let _ = stop_tx.send(());
-    tracing::info!(%local, open = conns.len(), "stopped accepting; draining connections");
-    let drain = async {
-        while let Some(done) = conns.join_next().await {
-            log_panic(done);
-        }
-    };
-    if tokio::time::timeout(grace, drain).await.is_err() {
-        tracing::info!(open = conns.len(), "grace period over; closing connections");
-        conns.shutdown().await;
-    }
-    Ok(())
-}
-
-/// One connection: TLS handshake, identity, then HTTP until done or told to stop.
-async fn connection(
-    tcp: TcpStream,
-    peer: SocketAddr,
-    acceptor: TlsAcceptor,
-    http: Arc<auto::Builder<TokioExecutor>>,
-    router: Router,
-    mut stop: watch::Receiver<()>,
-) {
-    let _ = tcp.set_nodelay(true);
-    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-        Ok(Ok(tls)) => tls,
-        Ok(Err(e)) => {
-            tracing::debug!(error = %e, "TLS handshake failed");
-            return;
-        }
-        Err(_) => {
-            tracing::debug!("TLS handshake timed out");
-            return;
-        }
-    };
-    let cert = tls.get_ref().1.peer_certificates().and_then(|c| c.first());
-    let (identity, router) = match cert.map(|der| identity_from_cert(der)) {
-        None => (Identity::anonymous(), router),
-        Some(Ok(identity)) => (identity, router),
-        Some(Err(e)) => {
-            tracing::debug!(error = %e, "unusable client certificate");
-            (Identity::anonymous(), Router::new().fallback(unauthorized))
-        }
-    };
-    tracing::Span::current().record("user", identity.user.as_str());
-
-    let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
-        req.extensions_mut().insert(identity.clone());
-        req.extensions_mut().insert(ConnectInfo(peer));
-        router.clone().oneshot(req)
-    });
-    let conn = http.serve_connection_with_upgrades(TokioIo::new(tls), service);
-    let mut conn = std::pin::pin!(conn);
-    let result = tokio::select! {
-        result = conn.as_mut() => result,
-        _ = stop.changed() => {
-            conn.as_mut().graceful_shutdown();
-            conn.await
-        }
-    };
-    if let Err(e) = result {
-        tracing::debug!(error = %e, "connection ended with an error");
-    }
-}
-
-fn http_builder() -> auto::Builder<TokioExecutor> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(MAX_H2_STREAMS);
-    builder
+) -> Result<(), https::Error> {
+    https::Server::https("apiserver", config)
+        .http2_max_streams(MAX_H2_STREAMS)
+        .grace(grace)
+        .unusable_certificate(https::UnusableCertificate::Answer(
+            Router::new().fallback(unauthorized),
+        ))
+        .serve(listener, router, shutdown)
+        .await
 }
 
 /// A Kubernetes `Status` for a certificate that names no user.
-async fn unauthorized() -> Result<Response<axum::body::Body>, Infallible> {
+async fn unauthorized() -> Response {
     let status = serde_json::json!({
         "kind": "Status",
         "apiVersion": "v1",
@@ -255,44 +65,33 @@ async fn unauthorized() -> Result<Response<axum::body::Body>, Infallible> {
         "reason": "Unauthorized",
         "code": 401,
     });
-    let mut response = Response::new(axum::body::Body::from(status.to_string()));
-    *response.status_mut() = StatusCode::UNAUTHORIZED;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static("application/json"),
-    );
-    Ok(response)
-}
-
-fn is_connection_error(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::ConnectionRefused
-            | io::ErrorKind::ConnectionAborted
-            | io::ErrorKind::ConnectionReset
+    (
+        StatusCode::UNAUTHORIZED,
+        [(header::CONTENT_TYPE, "application/json")],
+        status.to_string(),
     )
-}
-
-fn log_panic(done: Result<(), tokio::task::JoinError>) {
-    if let Err(e) = done
-        && e.is_panic()
-    {
-        tracing::error!(error = %e, "connection task panicked");
-    }
+        .into_response()
 }
 
 #[cfg(test)]
 mod tests {
+    //! The apiserver's settings over its own certificates; the loop itself
+    //! is tested in the `https` crate.
+
     use super::*;
     use crate::pki::{ADMIN_GROUP, ADMIN_USER, Pki};
     use axum::Extension;
     use axum::routing::get;
     use bytes::Bytes;
+    use http::Request;
     use http_body_util::{BodyExt, Empty};
+    use hyper_util::rt::{TokioExecutor, TokioIo};
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
     use rustls::{ClientConfig, RootCertStore};
-    use tokio::sync::{Semaphore, mpsc, oneshot};
+    use std::net::SocketAddr;
+    use tokio::net::TcpStream;
+    use tokio::sync::oneshot;
     use tokio_rustls::TlsConnector;
 
     fn provider() -> Arc<rustls::crypto::CryptoProvider> {
@@ -351,63 +150,31 @@ mod tests {
     struct Server {
         addr: SocketAddr,
         stop: oneshot::Sender<()>,
-        done: tokio::task::JoinHandle<io::Result<()>>,
-        /// Names of the paths whose handlers have started.
-        arrived: mpsc::UnboundedReceiver<&'static str>,
-        /// Lets `/held` answer, one request per permit.
-        release: Arc<Semaphore>,
+        done: tokio::task::JoinHandle<Result<(), https::Error>>,
     }
 
-    async fn start(pki: &Pki, grace: Duration) -> anyhow::Result<Server> {
-        let (arrivals, arrived) = mpsc::unbounded_channel();
-        let release = Arc::new(Semaphore::new(0));
-        let held = {
-            let (arrivals, release) = (arrivals.clone(), release.clone());
-            move || async move {
-                let _ = arrivals.send("held");
-                release.acquire().await.map(|p| p.forget()).ok();
-                "released"
-            }
-        };
-        let hang = move || async move {
-            let _ = arrivals.send("hang");
-            std::future::pending::<String>().await
-        };
-        let router = Router::new()
-            .route(
-                "/whoami",
-                get(|Extension(id): Extension<Identity>| async move {
-                    format!("{}|{}", id.user, id.groups.join(","))
-                }),
-            )
-            .route("/held", get(held))
-            .route("/hang", get(hang));
+    /// [`serve`] with the cluster's certificates and a `/whoami` route.
+    async fn start(pki: &Pki) -> anyhow::Result<Server> {
+        let router = Router::new().route(
+            "/whoami",
+            get(|Extension(id): Extension<Identity>| async move {
+                format!("{}|{}", id.user, id.groups.join(","))
+            }),
+        );
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let (stop, stopped) = oneshot::channel::<()>();
-        let done = tokio::spawn(serve_with_grace(
-            listener,
-            pki.server_config()?,
-            router,
-            async {
-                let _ = stopped.await;
-            },
-            grace,
-        ));
-        Ok(Server {
-            addr,
-            stop,
-            done,
-            arrived,
-            release,
-        })
+        let done = tokio::spawn(serve(listener, pki.server_config()?, router, async {
+            let _ = stopped.await;
+        }));
+        Ok(Server { addr, stop, done })
     }
 
     #[tokio::test]
     async fn identity_comes_from_the_client_certificate() -> anyhow::Result<()> {
         let dir = tempfile::tempdir()?;
         let pki = Pki::load_or_create(dir.path(), &[])?;
-        let server = start(&pki, DEFAULT_GRACE).await?;
+        let server = start(&pki).await?;
         let admin = Some((pki.admin_cert_pem(), pki.admin_key_pem()));
 
         for alpn in [&b"http/1.1"[..], b"h2"] {
@@ -436,10 +203,14 @@ mod tests {
         let issuer =
             rcgen::Issuer::from_ca_cert_pem(pki.ca_pem(), rcgen::KeyPair::from_pem(&ca_key)?)?;
         let (cert, key) = (params.signed_by(&key, &issuer)?.pem(), key.serialize_pem());
-        let config = client_config(pki.ca_pem(), Some((&cert, &key)), b"http/1.1")?;
-        let (status, body) = fetch(server.addr, config, "/whoami").await?;
-        assert_eq!(status, 401);
-        assert!(body.contains("Unauthorized"), "{body}");
+        for alpn in [&b"http/1.1"[..], b"h2"] {
+            let config = client_config(pki.ca_pem(), Some((&cert, &key)), alpn)?;
+            let (status, body) = fetch(server.addr, config, "/whoami").await?;
+            assert_eq!(status, 401);
+            let status: serde_json::Value = serde_json::from_str(&body)?;
+            assert_eq!(status["kind"], "Status", "{body}");
+            assert_eq!(status["reason"], "Unauthorized", "{body}");
+        }
 
         server.stop.send(()).ok();
         server.done.await??;
@@ -452,7 +223,7 @@ mod tests {
         let other = tempfile::tempdir()?;
         let pki = Pki::load_or_create(dir.path(), &[])?;
         let foreign = Pki::load_or_create(other.path(), &[])?;
-        let server = start(&pki, DEFAULT_GRACE).await?;
+        let server = start(&pki).await?;
 
         let bad = Some((foreign.admin_cert_pem(), foreign.admin_key_pem()));
         let config = client_config(pki.ca_pem(), bad, b"http/1.1")?;
@@ -467,41 +238,6 @@ mod tests {
 
         server.stop.send(()).ok();
         server.done.await??;
-        Ok(())
-    }
-
-    #[tokio::test]
-    async fn shutdown_lets_requests_finish_and_ends_after_grace() -> anyhow::Result<()> {
-        let dir = tempfile::tempdir()?;
-        let pki = Pki::load_or_create(dir.path(), &[])?;
-        let mut server = start(&pki, Duration::from_millis(500)).await?;
-        let config = client_config(pki.ca_pem(), None, b"h2")?;
-
-        let held = tokio::spawn(fetch(server.addr, config.clone(), "/held"));
-        let hang = tokio::spawn(fetch(server.addr, config.clone(), "/hang"));
-        let mut arrived = Vec::new();
-        for _ in 0..2 {
-            let path = tokio::time::timeout(Duration::from_secs(5), server.arrived.recv()).await?;
-            arrived.extend(path);
-        }
-        arrived.sort();
-        assert_eq!(arrived, ["hang", "held"]);
-
-        server.stop.send(()).ok();
-        // Stopped accepting, while the held request is still in flight.
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        while fetch(server.addr, config.clone(), "/whoami").await.is_ok() {
-            assert!(tokio::time::Instant::now() < deadline, "still accepting");
-            tokio::task::yield_now().await;
-        }
-        assert!(!held.is_finished());
-        server.release.add_permits(1);
-        let (status, body) = held.await??;
-        assert_eq!((status, body.as_str()), (200, "released"));
-
-        // The hanging request is cut when the grace period ends.
-        tokio::time::timeout(Duration::from_secs(5), server.done).await???;
-        assert!(hang.await?.is_err());
         Ok(())
     }
 }

@@ -38,7 +38,7 @@ use tracing::Instrument;
 
 pub use crilog::{Filter, Line, Record, RecordError, Stream, parse, render};
 pub use error::ServerError;
-pub use tls::{Identity, identity_from_cert};
+pub use https::{Identity, identity_from_cert};
 
 use crate::ServingTls;
 use crate::cri::Cri;
@@ -100,7 +100,9 @@ impl ApiServer {
     /// Serves until `shutdown` resolves.
     pub async fn serve(self, shutdown: impl std::future::Future<Output = ()> + Send) {
         tracing::info!(addr = %self.addr, "serving the kubelet API");
-        tls::serve(self.listener, self.tls, router(self.state), shutdown).await;
+        if let Err(e) = tls::serve(self.listener, self.tls, router(self.state), shutdown).await {
+            tracing::error!(error = %crate::chain(&e), "the kubelet API stopped");
+        }
     }
 }
 
@@ -149,13 +151,14 @@ pub fn allowed(identity: &Identity) -> bool {
     identity.user == APISERVER_CLIENT || identity.groups.iter().any(|g| g == ADMIN_GROUP)
 }
 
-/// 401 without a client certificate, 403 for one that may not; `/healthz`
-/// is open.
+/// 401 without a client certificate (or one naming no user), 403 for one
+/// that may not; `/healthz` is open.
 async fn authorize(req: Request, next: Next) -> Response {
     if req.uri().path() == "/healthz" {
         return next.run(req).await;
     }
-    match req.extensions().get::<Identity>() {
+    let identity = req.extensions().get::<Identity>();
+    match identity.filter(|id| !id.is_anonymous()) {
         None => (StatusCode::UNAUTHORIZED, "Unauthorized\n").into_response(),
         Some(id) if !allowed(id) => {
             let message = format!(
