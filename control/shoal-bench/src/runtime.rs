@@ -1,8 +1,10 @@
 //! `shoal-bench runtime`: the Wasm runtime. Instantiate+run latency of
 //! `hello` (compile cache warm and cold), CRI create+start to exit through
-//! a real `shoal cri`-style server on a unix socket, `hello-http` requests/s
-//! and p99 against the upstream `wasmtime serve` 48.0.8 under the same
-//! `wrk` load, and a container start against `runc` with busybox.
+//! a real `shoal cri`-style server on a unix socket (`true` and `hello`, the
+//! exit seen on the GetContainerEvents stream; `true` again with
+//! ContainerStatus polled), `hello-http` requests/s and p99 against the
+//! upstream `wasmtime serve` 48.0.8 under the same `wrk` load, and a
+//! container start (`true`) against `runc run` of busybox `true`.
 
 use anyhow::Context as _;
 use std::net::{SocketAddr, TcpListener};
@@ -43,12 +45,23 @@ pub async fn run(scale: f64, parts: &[String]) -> anyhow::Result<()> {
 
     let mut cri = None;
     if wanted("cri") {
-        let mut times = crate::runtime_cri::create_start_exit(n(200.0)).await?;
+        use crate::runtime_cri::{Bench, ExitSeen, Program};
+        let mut bench = Bench::start().await?;
+        let mut times = bench
+            .create_start_exit(n(200.0), Program::True, ExitSeen::Events)
+            .await?;
         cri = Some((times.total.mean_ms(), times.total.percentile_ms(50.0)));
-        report_latency("cri_create_start_exit", times.total, None);
-        report_latency("cri_create", times.create, None);
-        report_latency("cri_start", times.start, None);
-        report_latency("cri_start_to_exited", times.exit, None);
+        report_cri("cri_true", times);
+        let times = bench
+            .create_start_exit(n(200.0), Program::Hello, ExitSeen::Events)
+            .await?;
+        report_cri("cri_hello", times);
+        let times = bench
+            .create_start_exit(n(200.0), Program::True, ExitSeen::Polling)
+            .await?;
+        report_latency("cri_true_polled_create_start_exit", times.total, None);
+        report_latency("cri_true_polled_start_to_exited", times.exit, None);
+        bench.stop().await?;
     }
 
     // The container baseline: runc run of busybox true.
@@ -129,6 +142,14 @@ fn http_vs_wasmtime_serve() -> anyhow::Result<()> {
         Some((peer, theirs.p50_ms, Better::Lower)),
     );
     Ok(())
+}
+
+/// The CRI figures of one program, exits seen on the event stream.
+fn report_cri(prefix: &str, times: crate::runtime_cri::CriTimes) {
+    report_latency(&format!("{prefix}_create_start_exit"), times.total, None);
+    report_latency(&format!("{prefix}_create"), times.create, None);
+    report_latency(&format!("{prefix}_start"), times.start, None);
+    report_latency(&format!("{prefix}_start_to_exited"), times.exit, None);
 }
 
 fn report_latency(name: &str, mut l: Latencies, peer: Option<(&str, f64, Better)>) {

@@ -14,7 +14,7 @@ use std::time::Duration;
 use k8s_cri::v1 as cri;
 use tokio::sync::{oneshot, watch};
 use tracing::Instrument;
-use wasi_shim::{Exit, ExitReason, ModuleSource, Output, Running, ShimError};
+use wasi_shim::{Exit, ExitReason, ModuleKind, ModuleSource, Output, Running, ShimError};
 
 use crate::error::{CriError, chain};
 use crate::logs::{LogFile, StreamSink};
@@ -51,16 +51,16 @@ impl Runtime {
             })?;
         let (pod_id, pod_config) = {
             let t = self.tables();
-            let pod_id = find(&t.pods, &req.pod_sandbox_id, "pod sandbox")?
+            let pod_id = find(t.pods(), &req.pod_sandbox_id, "pod sandbox")?
                 .ok_or_else(|| CriError::not_found("pod sandbox", &req.pod_sandbox_id))?;
-            let pod = &t.pods[&pod_id];
+            let pod = &t.pods()[&pod_id];
             if !pod.ready {
                 return Err(CriError::FailedPrecondition(format!(
                     "pod sandbox {pod_id} is not ready (stopped): create a new pod sandbox"
                 )));
             }
             let key = ContainerRecord::name_key(&pod_id, &config);
-            if let Some(existing) = t.container_names.get(&key) {
+            if let Some(existing) = t.container_named(&key) {
                 return Err(CriError::AlreadyExists(format!(
                     "container {name} (attempt {}) already exists in pod {pod_id} as {existing}: remove it first",
                     config.metadata.as_ref().map_or(0, |m| m.attempt)
@@ -77,7 +77,8 @@ impl Runtime {
             })?;
         // Compile now: a bad module is refused here, and the start is fast
         // (the image's id is its module's digest: found in memory by it).
-        self.engine
+        let loaded = self
+            .engine
             .load(&ModuleSource::verified(&image.path, &image.id))
             .await
             .map_err(|source| CriError::Module {
@@ -137,13 +138,13 @@ impl Runtime {
 
         let mut t = self.tables();
         let key = ContainerRecord::name_key(&pod_id, &rec.config);
-        if !t.pods.get(&pod_id).is_some_and(|p| p.ready) {
+        if !t.pods().get(&pod_id).is_some_and(|p| p.ready) {
             let _ = std::fs::remove_dir_all(&dir);
             return Err(CriError::FailedPrecondition(format!(
                 "pod sandbox {pod_id} was stopped or removed while the container was being created"
             )));
         }
-        if t.container_names.contains_key(&key) {
+        if t.container_named(&key).is_some() {
             let _ = std::fs::remove_dir_all(&dir);
             return Err(CriError::AlreadyExists(format!(
                 "container {name} was created in pod {pod_id} at the same time: remove it first"
@@ -151,24 +152,27 @@ impl Runtime {
         }
         self.records.save_container(&rec)?;
         tracing::info!(container = %id, pod = %pod_id, name = %name, image = %rec.image.id, "container created");
-        t.container_names.insert(key, id.clone());
-        t.containers.insert(
-            id.clone(),
-            Container {
-                rec,
-                live: None,
-                done: watch::Sender::new(false),
-            },
+        t.insert_container(Container {
+            rec,
+            live: None,
+            done: watch::Sender::new(false),
+            core_module: loaded.kind == ModuleKind::Core,
+        });
+        self.emit_in(
+            &t,
+            &pod_id,
+            &id,
+            cri::ContainerEventType::ContainerCreatedEvent,
         );
         Ok(id)
     }
 
     pub async fn start_container(self: &Arc<Self>, id: &str) -> Result<(), CriError> {
-        let (id, running, sinks, addr_rx) = {
+        let (id, running, sinks, addr_rx, core_module) = {
             let mut t = self.tables();
-            let id = find(&t.containers, id, "container")?
+            let id = find(t.containers(), id, "container")?
                 .ok_or_else(|| CriError::not_found("container", id))?;
-            let c = &t.containers[&id];
+            let c = &t.containers()[&id];
             match c.rec.phase {
                 Phase::Created => {}
                 Phase::Running => {
@@ -182,22 +186,21 @@ impl Runtime {
                     )));
                 }
             }
-            let pod = t.pods.get(&c.rec.pod_id).cloned();
-            let Some(pod) = pod.filter(|p| p.ready) else {
+            let Some(pod) = t.pods().get(&c.rec.pod_id).filter(|p| p.ready) else {
                 return Err(CriError::FailedPrecondition(format!(
                     "pod sandbox {} of container {id} is not ready: create a new pod sandbox",
                     c.rec.pod_id
                 )));
             };
-            let rec = c.rec.clone();
-            match self.launch(&rec, pod.ip.map(IpAddr::V4)) {
+            let pod_ip = pod.ip.map(IpAddr::V4);
+            match self.launch(&c.rec, pod_ip) {
                 Ok(Launched {
                     running,
                     log,
                     sinks,
                 }) => {
                     let (addr_tx, addr_rx) = oneshot::channel();
-                    let c = t.containers.get_mut(&id).expect("looked up above");
+                    let c = t.container_mut(&id).expect("looked up above");
                     c.rec.phase = Phase::Running;
                     c.rec.started_at = now_ns();
                     c.live = Some(Live {
@@ -208,10 +211,18 @@ impl Runtime {
                     if let Err(e) = self.records.save_container(&c.rec) {
                         tracing::warn!(container = %id, error = %chain(&e), "cannot record the start");
                     }
-                    (id, (running, addr_tx), sinks, addr_rx)
+                    let pod_id = c.rec.pod_id.clone();
+                    let core_module = c.core_module;
+                    self.emit_in(
+                        &t,
+                        &pod_id,
+                        &id,
+                        cri::ContainerEventType::ContainerStartedEvent,
+                    );
+                    (id, (running, addr_tx), sinks, addr_rx, core_module)
                 }
                 Err(e) => {
-                    let c = t.containers.get_mut(&id).expect("looked up above");
+                    let c = t.container_mut(&id).expect("looked up above");
                     c.rec.phase = Phase::Exited;
                     c.rec.started_at = now_ns();
                     c.rec.finished_at = c.rec.started_at;
@@ -220,6 +231,13 @@ impl Runtime {
                     c.rec.message = chain(&e);
                     let _ = self.records.save_container(&c.rec);
                     c.done.send_replace(true);
+                    let pod_id = c.rec.pod_id.clone();
+                    self.emit_in(
+                        &t,
+                        &pod_id,
+                        &id,
+                        cri::ContainerEventType::ContainerStoppedEvent,
+                    );
                     return Err(e);
                 }
             }
@@ -230,11 +248,16 @@ impl Runtime {
             watch_guest(self.clone(), id.clone(), running, sinks, addr_tx).instrument(span),
         );
         // Wait until the guest is loaded and, for an HTTP function, listening,
-        // so that the kubelet's first probe finds it.
-        let addr = addr_rx.await.ok().flatten();
+        // so that the kubelet's first probe finds it. A core module is a
+        // command, found in memory: nothing to wait for.
+        let addr = if core_module {
+            None
+        } else {
+            addr_rx.await.ok().flatten()
+        };
         if let Some(addr) = addr {
             let mut t = self.tables();
-            if let Some(live) = t.containers.get_mut(&id).and_then(|c| c.live.as_mut()) {
+            if let Some(live) = t.container_mut(&id).and_then(|c| c.live.as_mut()) {
                 live.http_addr = Some(addr);
             }
         }
@@ -299,7 +322,7 @@ impl Runtime {
     /// Records the end of a run.
     fn exited(&self, id: &str, result: Result<Exit, ShimError>) {
         let mut t = self.tables();
-        let Some(c) = t.containers.get_mut(id) else {
+        let Some(c) = t.container_mut(id) else {
             return;
         };
         if c.rec.phase != Phase::Running {
@@ -328,6 +351,13 @@ impl Runtime {
         }
         tracing::info!(container = %id, code = c.rec.exit_code, reason = %c.rec.reason, "container exited");
         c.done.send_replace(true);
+        let pod_id = c.rec.pod_id.clone();
+        self.emit_in(
+            &t,
+            &pod_id,
+            id,
+            cri::ContainerEventType::ContainerStoppedEvent,
+        );
     }
 
     /// Stops a running container: terminate with `grace` (zero: kill at
@@ -340,9 +370,9 @@ impl Runtime {
     ) -> Result<(), CriError> {
         let (id, kill, mut done) = {
             let t = self.tables();
-            let id = find(&t.containers, id, "container")?
+            let id = find(t.containers(), id, "container")?
                 .ok_or_else(|| CriError::not_found("container", id))?;
-            let c = &t.containers[&id];
+            let c = &t.containers()[&id];
             let Some(live) = &c.live else {
                 return Ok(());
             };
@@ -373,19 +403,27 @@ impl Runtime {
     pub async fn remove_container(self: &Arc<Self>, id: &str) -> Result<(), CriError> {
         let id = {
             let t = self.tables();
-            match find(&t.containers, id, "container")? {
+            match find(t.containers(), id, "container")? {
                 Some(id) => id,
                 None => return Ok(()),
             }
         };
         self.stop_container(&id, Duration::ZERO).await?;
         let mut t = self.tables();
-        if let Some(c) = t.containers.remove(&id) {
-            t.container_names
-                .remove(&ContainerRecord::name_key(&c.rec.pod_id, &c.rec.config));
+        if let Some(c) = t.remove_container(&id) {
             self.records.remove_container(&id);
-            let _ = std::fs::remove_dir_all(self.container_dir(&id));
             tracing::info!(container = %id, "container removed");
+            self.emit_in(
+                &t,
+                &c.rec.pod_id,
+                &id,
+                cri::ContainerEventType::ContainerDeletedEvent,
+            );
+            drop(t);
+            let dir = self.container_dir(&id);
+            if c.rec.spec.mounts.iter().any(|m| m.host.starts_with(&dir)) {
+                let _ = std::fs::remove_dir_all(dir);
+            }
         }
         Ok(())
     }
@@ -395,9 +433,9 @@ impl Runtime {
         req: cri::ContainerStatusRequest,
     ) -> Result<cri::ContainerStatusResponse, CriError> {
         let t = self.tables();
-        let id = find(&t.containers, &req.container_id, "container")?
+        let id = find(t.containers(), &req.container_id, "container")?
             .ok_or_else(|| CriError::not_found("container", &req.container_id))?;
-        let c = &t.containers[&id];
+        let c = &t.containers()[&id];
         let mut info = HashMap::new();
         if req.verbose {
             let mut v = serde_json::to_value(&c.rec).unwrap_or_default();
@@ -446,8 +484,8 @@ impl Runtime {
     pub fn list_containers(&self, filter: Option<cri::ContainerFilter>) -> Vec<cri::Container> {
         let t = self.tables();
         let f = filter.unwrap_or_default();
-        t.containers
-            .values()
+        t.container_candidates(&f.id, &f.pod_sandbox_id, &f.label_selector)
+            .into_iter()
             .map(|c| &c.rec)
             .filter(|r| f.id.is_empty() || r.id.starts_with(&f.id))
             .filter(|r| f.pod_sandbox_id.is_empty() || r.pod_id.starts_with(&f.pod_sandbox_id))
@@ -476,9 +514,9 @@ impl Runtime {
     /// rotated it by renaming).
     pub fn reopen_container_log(&self, id: &str) -> Result<(), CriError> {
         let t = self.tables();
-        let id = find(&t.containers, id, "container")?
+        let id = find(t.containers(), id, "container")?
             .ok_or_else(|| CriError::not_found("container", id))?;
-        let c = &t.containers[&id];
+        let c = &t.containers()[&id];
         let Some(live) = &c.live else {
             return Err(CriError::FailedPrecondition(format!(
                 "container {id} is not running: only a running container's log can be reopened"

@@ -90,6 +90,16 @@ pub enum CriError {
         #[source]
         source: std::io::Error,
     },
+    /// A GetContainerEvents stream fell behind and events were dropped: the
+    /// client must list again (the kubelet falls back to relisting).
+    #[error(
+        "this container event stream fell behind and {missed} events were dropped: \
+         list the containers again and open a new stream"
+    )]
+    EventsLost {
+        /// How many events were dropped.
+        missed: u64,
+    },
     /// Serving gRPC failed.
     #[error("gRPC transport")]
     Transport(#[from] tonic::transport::Error),
@@ -127,6 +137,7 @@ impl CriError {
             CriError::Unimplemented(_) => Code::Unimplemented,
             CriError::SocketInUse { .. } => Code::AlreadyExists,
             CriError::HostPort { .. } => Code::FailedPrecondition,
+            CriError::EventsLost { .. } => Code::Aborted,
             CriError::Image(e) => image_code(e),
             CriError::ImageNotPulled { .. } => Code::NotFound,
             CriError::Shim(e) | CriError::Module { source: e, .. } => match e {
@@ -202,6 +213,7 @@ mod tests {
                 Code::DeadlineExceeded,
             ),
             (CriError::Unimplemented("x".into()), Code::Unimplemented),
+            (CriError::EventsLost { missed: 3 }, Code::Aborted),
             (
                 CriError::SocketInUse {
                     socket: "/s".into(),

@@ -24,7 +24,8 @@ use wasi_shim::{
 
 use crate::error::CriError;
 use crate::records::{ContainerRecord, Phase};
-use crate::runtime::{Runtime, Tables, find};
+use crate::runtime::{Runtime, find};
+use crate::tables::Tables;
 
 /// The commands the toolbox answers (by argv\[0\], or its base name).
 pub const TOOLBOX_COMMANDS: &[&str] = &["ls", "cat", "env", "ps", "help"];
@@ -99,9 +100,9 @@ impl Runtime {
     /// The full id of a running container, or why an exec cannot go into it.
     pub(crate) fn exec_target(&self, container_id: &str) -> Result<String, CriError> {
         let t = self.tables();
-        let id = find(&t.containers, container_id, "container")?
+        let id = find(t.containers(), container_id, "container")?
             .ok_or_else(|| CriError::not_found("container", container_id))?;
-        let c = &t.containers[&id];
+        let c = &t.containers()[&id];
         if c.rec.phase != Phase::Running {
             return Err(CriError::FailedPrecondition(format!(
                 "container {id} is not running ({:?}): exec needs a running container",
@@ -129,10 +130,10 @@ impl Runtime {
         let (rec, pod_ip, ps) = {
             let t = self.tables();
             let c = t
-                .containers
+                .containers()
                 .get(&id)
                 .ok_or_else(|| CriError::not_found("container", &id))?;
-            let ip = t.pods.get(&c.rec.pod_id).and_then(|p| p.ip);
+            let ip = t.pods().get(&c.rec.pod_id).and_then(|p| p.ip);
             (c.rec.clone(), ip, ps_table(&t, &c.rec.pod_id))
         };
 
@@ -204,7 +205,7 @@ impl Runtime {
 /// state, started (RFC 3339 or `-`), exit code (or `-`), image.
 fn ps_table(t: &Tables, pod_id: &str) -> String {
     let mut out = String::new();
-    for c in t.containers.values().filter(|c| c.rec.pod_id == pod_id) {
+    for c in t.pod_containers(pod_id) {
         let r = &c.rec;
         let name = r.config.metadata.as_ref().map_or("", |m| m.name.as_str());
         let state = match r.phase {

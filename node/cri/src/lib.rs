@@ -15,6 +15,9 @@
 //!   [`Config::stream_address`], as containerd's): a WebSocket on it runs
 //!   the command the same way, streaming stdin, stdout, stderr and the exit
 //!   Status in the Kubernetes channel protocol ([`channel`], v5 and v4).
+//! - GetContainerEvents streams every container's (and pod sandbox's)
+//!   CREATED, STARTED, STOPPED and DELETED with the pod's statuses, the
+//!   kubelet's evented PLEG (`events`).
 //! - Errors map to gRPC codes in one place (`error`); [`client::connect`]
 //!   gives clients over the socket.
 //!
@@ -26,6 +29,7 @@ pub mod channel;
 pub mod client;
 mod containers;
 mod error;
+mod events;
 mod exec;
 mod image_service;
 mod ipam;
@@ -39,12 +43,14 @@ mod service;
 mod spec;
 mod stats;
 mod streaming;
+mod tables;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 pub use containers::START_ERROR_EXIT_CODE;
 pub use error::CriError;
+pub use events::EVENT_BUFFER;
 pub use exec::{MAX_EXEC_OUTPUT, TOOLBOX_COMMANDS, TOOLBOX_DIR, toolbox_module};
 pub use ipam::DEFAULT_POD_CIDR;
 pub use logs::MAX_LINE;

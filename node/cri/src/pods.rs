@@ -32,7 +32,7 @@ impl Runtime {
         }
         let key = PodRecord::name_key(&config);
         let mut t = self.tables();
-        if let Some(existing) = t.pod_names.get(&key) {
+        if let Some(existing) = t.pod_named(&key) {
             return Err(CriError::AlreadyExists(format!(
                 "pod sandbox {key} already exists as {existing}: remove it first, or bump the attempt"
             )));
@@ -74,8 +74,10 @@ impl Runtime {
         }
         tracing::info!(pod = %pod.id, name = %key, ip = ?pod.ip, "pod sandbox ready");
         let id = pod.id.clone();
-        t.pod_names.insert(key, id.clone());
-        t.pods.insert(id.clone(), pod);
+        t.insert_pod(pod);
+        let pod = &t.pods()[&id];
+        self.emit(&t, pod, &id, cri::ContainerEventType::ContainerCreatedEvent);
+        self.emit(&t, pod, &id, cri::ContainerEventType::ContainerStartedEvent);
         Ok(id)
     }
 
@@ -84,13 +86,12 @@ impl Runtime {
     pub async fn stop_pod_sandbox(self: &Arc<Self>, id: &str) -> Result<(), CriError> {
         let (pod_id, containers) = {
             let t = self.tables();
-            let Some(pod_id) = find(&t.pods, id, "pod sandbox")? else {
+            let Some(pod_id) = find(t.pods(), id, "pod sandbox")? else {
                 return Ok(());
             };
             let containers: Vec<String> = t
-                .containers
-                .values()
-                .filter(|c| c.rec.pod_id == pod_id && c.live.is_some())
+                .pod_containers(&pod_id)
+                .filter(|c| c.live.is_some())
                 .map(|c| c.rec.id.clone())
                 .collect();
             (pod_id, containers)
@@ -103,12 +104,18 @@ impl Runtime {
         }
         self.ports.close(&pod_id).await;
         let mut t = self.tables();
-        if let Some(pod) = t.pods.get_mut(&pod_id)
+        if let Some(pod) = t.pod_mut(&pod_id)
             && pod.ready
         {
             pod.ready = false;
             self.records.save_pod(pod)?;
             tracing::info!(pod = %pod_id, "pod sandbox stopped");
+            self.emit_in(
+                &t,
+                &pod_id,
+                &pod_id,
+                cri::ContainerEventType::ContainerStoppedEvent,
+            );
         }
         Ok(())
     }
@@ -118,13 +125,11 @@ impl Runtime {
     pub async fn remove_pod_sandbox(self: &Arc<Self>, id: &str) -> Result<(), CriError> {
         let (pod_id, containers) = {
             let t = self.tables();
-            let Some(pod_id) = find(&t.pods, id, "pod sandbox")? else {
+            let Some(pod_id) = find(t.pods(), id, "pod sandbox")? else {
                 return Ok(());
             };
             let containers: Vec<String> = t
-                .containers
-                .values()
-                .filter(|c| c.rec.pod_id == pod_id)
+                .pod_containers(&pod_id)
                 .map(|c| c.rec.id.clone())
                 .collect();
             (pod_id, containers)
@@ -134,13 +139,18 @@ impl Runtime {
         }
         self.ports.close(&pod_id).await;
         let mut t = self.tables();
-        if let Some(pod) = t.pods.remove(&pod_id) {
-            t.pod_names.remove(&PodRecord::name_key(&pod.config));
+        if let Some(pod) = t.remove_pod(&pod_id) {
             if let Some(ip) = pod.ip {
                 t.ipam.release(ip);
             }
             self.records.remove_pod(&pod_id);
             tracing::info!(pod = %pod_id, "pod sandbox removed");
+            self.emit(
+                &t,
+                &pod,
+                &pod_id,
+                cri::ContainerEventType::ContainerDeletedEvent,
+            );
         }
         Ok(())
     }
@@ -150,13 +160,11 @@ impl Runtime {
         req: cri::PodSandboxStatusRequest,
     ) -> Result<cri::PodSandboxStatusResponse, CriError> {
         let t = self.tables();
-        let id = find(&t.pods, &req.pod_sandbox_id, "pod sandbox")?
+        let id = find(t.pods(), &req.pod_sandbox_id, "pod sandbox")?
             .ok_or_else(|| CriError::not_found("pod sandbox", &req.pod_sandbox_id))?;
-        let pod = &t.pods[&id];
+        let pod = &t.pods()[&id];
         let containers_statuses = t
-            .containers
-            .values()
-            .filter(|c| c.rec.pod_id == id)
+            .pod_containers(&id)
             .map(|c| self.container_status_of(c))
             .collect();
         let mut info = HashMap::new();
@@ -177,8 +185,8 @@ impl Runtime {
     pub fn list_pod_sandbox(&self, filter: Option<cri::PodSandboxFilter>) -> Vec<cri::PodSandbox> {
         let t = self.tables();
         let filter = filter.unwrap_or_default();
-        t.pods
-            .values()
+        t.pod_candidates(&filter.id, &filter.label_selector)
+            .into_iter()
             .filter(|p| filter.id.is_empty() || p.id.starts_with(&filter.id))
             .filter(|p| {
                 filter
@@ -210,7 +218,7 @@ fn state(p: &PodRecord) -> cri::PodSandboxState {
 
 /// The status of a pod: the kubelet compares the namespace options with the
 /// pod's spec (a mismatch makes it recreate the sandbox), so they are echoed.
-fn pod_status(p: &PodRecord) -> cri::PodSandboxStatus {
+pub(crate) fn pod_status(p: &PodRecord) -> cri::PodSandboxStatus {
     let options = p
         .config
         .linux

@@ -4,7 +4,8 @@
 //! image store are shared by every container.
 //!
 //! The operations are split by what they act on: `pods.rs`, `containers.rs`,
-//! `exec.rs`, `stats.rs`; this file holds the tables, the start-up recovery,
+//! `exec.rs`, `stats.rs`; the tables and their indexes are in `tables.rs`,
+//! the event broadcast in `events.rs`; this file holds the start-up recovery,
 //! the runtime-wide calls (Version, Status, UpdateRuntimeConfig) and the
 //! shutdown.
 
@@ -21,11 +22,13 @@ use wasi_shim::{Engine, KillHandle};
 
 use crate::Config;
 use crate::error::CriError;
+use crate::events::Events;
 use crate::ipam::{Cidr, Ipam};
 use crate::logs::LogFile;
 use crate::records::{
     ContainerRecord, Phase, PodRecord, RUNTIME_RESTARTED, Records, UNKNOWN_EXIT_CODE,
 };
+use crate::tables::Tables;
 
 /// The CRI API version served.
 pub const RUNTIME_API_VERSION: &str = "v1";
@@ -43,6 +46,10 @@ pub(crate) struct Container {
     pub live: Option<Live>,
     /// Turns `true` when the container has exited.
     pub done: watch::Sender<bool>,
+    /// Its module is a core module, so a command (only a component can be
+    /// an HTTP function): StartContainer need not wait for a listener.
+    /// Known from CreateContainer's load; `false` if unknown (recovered).
+    pub core_module: bool,
 }
 
 /// A running container's handles.
@@ -51,18 +58,6 @@ pub(crate) struct Live {
     pub kill: KillHandle,
     pub log: Option<Arc<LogFile>>,
     pub http_addr: Option<SocketAddr>,
-}
-
-/// Everything the runtime knows, behind one lock.
-#[derive(Debug)]
-pub(crate) struct Tables {
-    pub pods: BTreeMap<String, PodRecord>,
-    pub containers: BTreeMap<String, Container>,
-    /// [`PodRecord::name_key`] -> pod id.
-    pub pod_names: HashMap<String, String>,
-    /// [`ContainerRecord::name_key`] -> container id.
-    pub container_names: HashMap<String, String>,
-    pub ipam: Ipam,
 }
 
 /// The runtime.
@@ -76,6 +71,8 @@ pub(crate) struct Runtime {
     pub state_dir: PathBuf,
     /// The sandboxes' host ports.
     pub ports: crate::ports::HostPorts,
+    /// GetContainerEvents' broadcast.
+    pub events: Events,
     tables: Mutex<Tables>,
 }
 
@@ -95,13 +92,7 @@ impl Runtime {
         }
         let engine = Engine::new(engine_config)?;
         let cidr = Cidr::parse(&config.pod_cidr)?;
-        let mut tables = Tables {
-            pods: BTreeMap::new(),
-            containers: BTreeMap::new(),
-            pod_names: HashMap::new(),
-            container_names: HashMap::new(),
-            ipam: Ipam::new(cidr),
-        };
+        let mut tables = Tables::new(Ipam::new(cidr));
         let (pods, containers) = records.load();
         let now = now_ns();
         for mut pod in pods {
@@ -112,13 +103,10 @@ impl Runtime {
             if let Some(ip) = pod.ip {
                 tables.ipam.reserve(ip);
             }
-            tables
-                .pod_names
-                .insert(PodRecord::name_key(&pod.config), pod.id.clone());
-            tables.pods.insert(pod.id.clone(), pod);
+            tables.insert_pod(pod);
         }
         for mut rec in containers {
-            if !tables.pods.contains_key(&rec.pod_id) {
+            if !tables.pods().contains_key(&rec.pod_id) {
                 records.remove_container(&rec.id);
                 continue;
             }
@@ -132,24 +120,18 @@ impl Runtime {
                     .into();
                 let _ = records.save_container(&rec);
             }
-            tables.container_names.insert(
-                ContainerRecord::name_key(&rec.pod_id, &rec.config),
-                rec.id.clone(),
-            );
             let done = watch::Sender::new(rec.phase == Phase::Exited);
-            tables.containers.insert(
-                rec.id.clone(),
-                Container {
-                    rec,
-                    live: None,
-                    done,
-                },
-            );
+            tables.insert_container(Container {
+                rec,
+                live: None,
+                done,
+                core_module: false,
+            });
         }
-        if !tables.pods.is_empty() {
+        if !tables.pods().is_empty() {
             tracing::info!(
-                pods = tables.pods.len(),
-                containers = tables.containers.len(),
+                pods = tables.pods().len(),
+                containers = tables.containers().len(),
                 "recovered the records of an earlier run: pods are NOTREADY, running containers EXITED"
             );
         }
@@ -160,12 +142,39 @@ impl Runtime {
             records,
             state_dir,
             ports: Default::default(),
+            events: Events::default(),
             tables: Mutex::new(tables),
         }))
     }
 
     pub fn tables(&self) -> MutexGuard<'_, Tables> {
         self.tables.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sends a container event (or a pod sandbox's, with `id` its own) if a
+    /// stream is open: the pod's status and its containers' as they are in
+    /// `t`.
+    pub fn emit(&self, t: &Tables, pod: &PodRecord, id: &str, kind: cri::ContainerEventType) {
+        if !self.events.wanted() {
+            return;
+        }
+        self.events.send(cri::ContainerEventResponse {
+            container_id: id.to_owned(),
+            container_event_type: kind as i32,
+            created_at: now_ns(),
+            pod_sandbox_status: Some(crate::pods::pod_status(pod)),
+            containers_statuses: t
+                .pod_containers(&pod.id)
+                .map(|c| self.container_status_of(c))
+                .collect(),
+        });
+    }
+
+    /// [`emit`](Self::emit) for the pod with this id, if it is there.
+    pub fn emit_in(&self, t: &Tables, pod_id: &str, id: &str, kind: cri::ContainerEventType) {
+        if let Some(pod) = t.pods().get(pod_id) {
+            self.emit(t, pod, id, kind);
+        }
     }
 
     /// A container's own directory (linked file mounts).
@@ -245,7 +254,7 @@ impl Runtime {
     pub async fn shutdown(self: &Arc<Self>, grace: Duration) {
         let running: Vec<String> = self
             .tables()
-            .containers
+            .containers()
             .values()
             .filter(|c| c.live.is_some())
             .map(|c| c.rec.id.clone())

@@ -5,7 +5,8 @@
 //! socket file (nothing answers on it) is removed; a live one is refused,
 //! and so is a data directory another `shoal cri` holds (an advisory lock on
 //! `DATA_DIR/cri/lock`). On shutdown the server stops accepting, lets the
-//! calls in flight finish (for at most [`DRAIN_TIMEOUT`]), stops every
+//! calls in flight finish (for at most [`DRAIN_TIMEOUT`]; the container
+//! event streams end at once), stops every
 //! container (terminate with [`SHUTDOWN_GRACE`], then kill) and removes the
 //! socket.
 //!
@@ -146,9 +147,13 @@ impl CriServer {
                 .instrument(tracing::info_span!("cri_streaming")),
         );
         let (signalled_tx, signalled) = tokio::sync::oneshot::channel::<()>();
+        let events = rt.clone();
         let signal = async move {
             shutdown.await;
             tracing::info!("shutting down: no new calls; draining the calls in flight");
+            // Event streams never end by themselves: end them, so the drain
+            // does not wait for them.
+            events.events.close();
             let _ = signalled_tx.send(());
         };
         let server = tonic::transport::Server::builder()

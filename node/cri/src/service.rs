@@ -16,6 +16,7 @@ use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
 use crate::error::{CriError, chain};
+use crate::events::EventStream;
 use crate::runtime::Runtime;
 use crate::streaming::Streams;
 
@@ -360,18 +361,16 @@ impl RuntimeService for RuntimeApi {
         )
     }
 
-    type GetContainerEventsStream =
-        tokio_stream::Empty<Result<cri::ContainerEventResponse, Status>>;
+    type GetContainerEventsStream = EventStream;
 
     async fn get_container_events(
         &self,
         _: Request<cri::GetEventsRequest>,
     ) -> Result<Response<Self::GetContainerEventsStream>, Status> {
-        unimplemented(
-            "GetContainerEvents",
-            "container events (the kubelet's evented PLEG) are not streamed; the kubelet's \
-             default polling PLEG works from ListContainers and ContainerStatus",
-        )
+        rpc(span!("GetContainerEvents"), async {
+            Ok(self.0.events.stream())
+        })
+        .await
     }
 
     async fn list_metric_descriptors(

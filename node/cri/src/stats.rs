@@ -9,13 +9,14 @@ use k8s_cri::v1 as cri;
 use crate::error::CriError;
 use crate::logs;
 use crate::runtime::{Container, Runtime, find, now_ns, selects};
+use crate::tables::Tables;
 
 impl Runtime {
     pub fn container_stats(&self, id: &str) -> Result<cri::ContainerStats, CriError> {
         let t = self.tables();
-        let id = find(&t.containers, id, "container")?
+        let id = find(t.containers(), id, "container")?
             .ok_or_else(|| CriError::not_found("container", id))?;
-        Ok(self.stats_of(&t.containers[&id]))
+        Ok(self.stats_of(&t.containers()[&id]))
     }
 
     pub fn list_container_stats(
@@ -24,8 +25,8 @@ impl Runtime {
     ) -> Vec<cri::ContainerStats> {
         let t = self.tables();
         let f = filter.unwrap_or_default();
-        t.containers
-            .values()
+        t.container_candidates(&f.id, &f.pod_sandbox_id, &f.label_selector)
+            .into_iter()
             .filter(|c| f.id.is_empty() || c.rec.id.starts_with(&f.id))
             .filter(|c| f.pod_sandbox_id.is_empty() || c.rec.pod_id.starts_with(&f.pod_sandbox_id))
             .filter(|c| selects(&f.label_selector, &c.rec.config.labels))
@@ -90,7 +91,7 @@ impl Runtime {
 impl Runtime {
     pub fn pod_sandbox_stats(&self, id: &str) -> Result<cri::PodSandboxStats, CriError> {
         let t = self.tables();
-        let id = find(&t.pods, id, "pod sandbox")?
+        let id = find(t.pods(), id, "pod sandbox")?
             .ok_or_else(|| CriError::not_found("pod sandbox", id))?;
         Ok(self.pod_stats_of(&t, &id))
     }
@@ -101,8 +102,8 @@ impl Runtime {
     ) -> Vec<cri::PodSandboxStats> {
         let t = self.tables();
         let f = filter.unwrap_or_default();
-        t.pods
-            .values()
+        t.pod_candidates(&f.id, &f.label_selector)
+            .into_iter()
             .filter(|p| f.id.is_empty() || p.id.starts_with(&f.id))
             .filter(|p| selects(&f.label_selector, &p.config.labels))
             .map(|p| self.pod_stats_of(&t, &p.id))
@@ -110,26 +111,20 @@ impl Runtime {
     }
 
     /// A pod's stats: its containers', and their sums.
-    fn pod_stats_of(&self, t: &crate::runtime::Tables, pod_id: &str) -> cri::PodSandboxStats {
-        let pod = &t.pods[pod_id];
-        let containers: Vec<cri::ContainerStats> = t
-            .containers
-            .values()
-            .filter(|c| c.rec.pod_id == pod_id)
-            .map(|c| self.stats_of(c))
-            .collect();
+    fn pod_stats_of(&self, t: &Tables, pod_id: &str) -> cri::PodSandboxStats {
+        let pod = &t.pods()[pod_id];
+        let containers: Vec<cri::ContainerStats> =
+            t.pod_containers(pod_id).map(|c| self.stats_of(c)).collect();
         let now = now_ns();
         let sum = |f: &dyn Fn(&cri::ContainerStats) -> Option<u64>| {
             Some(cri::UInt64Value {
                 value: containers.iter().filter_map(f).sum(),
             })
         };
-        let live: Vec<bool> = t
-            .containers
-            .values()
-            .filter(|c| c.rec.pod_id == pod_id)
-            .map(|c| c.live.is_some())
-            .collect();
+        let running = t
+            .pod_containers(pod_id)
+            .filter(|c| c.live.is_some())
+            .count();
         cri::PodSandboxStats {
             attributes: Some(cri::PodSandboxAttributes {
                 id: pod.id.clone(),
@@ -165,7 +160,7 @@ impl Runtime {
                 process: Some(cri::ProcessUsage {
                     timestamp: now,
                     process_count: Some(cri::UInt64Value {
-                        value: live.iter().filter(|l| **l).count() as u64,
+                        value: running as u64,
                     }),
                 }),
                 containers,

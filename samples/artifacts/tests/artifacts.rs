@@ -21,6 +21,7 @@ const P1_GUESTS: &[&str] = &[
     "deep-recursion",
     "path-escape",
     "log-flood",
+    "true",
 ];
 
 fn read(path: &str) -> Vec<u8> {
@@ -272,6 +273,7 @@ fn all_lists_every_artifact_once() {
     assert_eq!(a, b);
     let constants = [
         ("hello", artifacts::HELLO),
+        ("true", artifacts::TRUE),
         ("batch-pi", artifacts::BATCH_PI),
         ("memory-bomb", artifacts::MEMORY_BOMB),
         ("infinite-loop", artifacts::INFINITE_LOOP),
