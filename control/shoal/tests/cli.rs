@@ -4,12 +4,10 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn shoal() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_shoal"));
-    cmd.env_remove("SHOAL_DATA_DIR")
-        .env_remove("SHOAL_ETCD_ENDPOINTS");
-    cmd
-}
+use testbed::shoal;
+
+/// The binary under test.
+const SHOAL: &str = env!("CARGO_BIN_EXE_shoal");
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -21,7 +19,7 @@ fn free_port() -> u16 {
 
 #[test]
 fn help_lists_every_component() {
-    let out = shoal().arg("--help").output().unwrap();
+    let out = shoal(SHOAL).arg("--help").output().unwrap();
     assert!(out.status.success());
     let help = String::from_utf8(out.stdout).unwrap();
     for cmd in [
@@ -47,7 +45,7 @@ fn help_lists_every_component() {
 #[test]
 fn components_not_built_yet_say_so_and_fail() {
     for args in [vec!["proxy"], vec!["controller-manager"]] {
-        let out = shoal().args(&args).output().unwrap();
+        let out = shoal(SHOAL).args(&args).output().unwrap();
         assert!(!out.status.success(), "{args:?} fails");
         let err = String::from_utf8(out.stderr).unwrap();
         assert!(
@@ -59,7 +57,7 @@ fn components_not_built_yet_say_so_and_fail() {
 
 /// Starts `shoal server` and returns once it says it is up.
 fn start_server(dir: &std::path::Path, extra: &[&str]) -> (std::process::Child, Vec<String>) {
-    let mut child = shoal()
+    let mut child = shoal(SHOAL)
         .args([
             "server",
             "--https-port",
@@ -128,7 +126,7 @@ fn a_foreign_data_directory_is_refused_with_the_reason() {
         b"not a database at all",
     )
     .unwrap();
-    let out = shoal()
+    let out = shoal(SHOAL)
         .args(["server", "--data-dir"])
         .arg(dir.path())
         .output()
@@ -150,7 +148,7 @@ fn an_unreachable_etcd_is_named_and_fails_fast() {
     let dir = tempfile::tempdir().unwrap();
     let endpoint = format!("http://127.0.0.1:{}", free_port());
     let started = Instant::now();
-    let out = shoal()
+    let out = shoal(SHOAL)
         .args(["server", "--data-dir"])
         .arg(dir.path())
         .args(["--etcd-endpoints", &endpoint])
@@ -171,7 +169,7 @@ fn an_unreachable_etcd_is_named_and_fails_fast() {
 
 #[test]
 fn a_bad_log_filter_is_a_usage_error() {
-    let out = shoal()
+    let out = shoal(SHOAL)
         .args(["--log", "store=[", "server"])
         .output()
         .unwrap();
@@ -186,7 +184,7 @@ fn a_bad_log_filter_is_a_usage_error() {
 /// `shoal` for the registry commands, with no registry credentials from
 /// the environment unless a test sets them.
 fn shoal_registry() -> Command {
-    let mut cmd = shoal();
+    let mut cmd = shoal(SHOAL);
     cmd.env_remove("SHOAL_REGISTRY_USERNAME")
         .env_remove("SHOAL_REGISTRY_PASSWORD");
     cmd

@@ -8,18 +8,16 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use k8s_cri::v1 as api;
+use testbed::shoal;
 
 const DEADLINE: Duration = Duration::from_secs(60);
 
-fn shoal() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_shoal"));
-    cmd.env_remove("SHOAL_DATA_DIR");
-    cmd
-}
+/// The binary under test.
+const SHOAL: &str = env!("CARGO_BIN_EXE_shoal");
 
 /// Starts `shoal cri` and returns once it says where it serves.
 fn start_cri(dir: &Path) -> (Child, PathBuf) {
-    let mut child = shoal()
+    let mut child = shoal(SHOAL)
         .args(["cri", "--data-dir"])
         .arg(dir)
         .stderr(Stdio::piped())
@@ -95,7 +93,7 @@ async fn shoal_cri_serves_survives_a_crash_and_drains_on_sigterm() {
     assert_eq!(socket, dir.path().join("cri.sock"));
 
     // A second one on the same data directory is refused, and says why.
-    let out = shoal()
+    let out = shoal(SHOAL)
         .args(["cri", "--data-dir"])
         .arg(dir.path())
         .output()

@@ -1,10 +1,9 @@
 //! End to end: nodes joining a real `shoal server` with its node token
 //! (`shoal node --server URL --token TOKEN`), and what a wrong token gets.
 
-use std::ffi::OsString;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -13,22 +12,13 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, PostParams};
 use serde_json::json;
-use testbed::{ShoalServer, wait_until};
+use testbed::{NodeOptions, ShoalNode, ShoalServer, shoal, wait_until};
 
 /// How long any one wait may take (debug builds, a loaded machine).
 const DEADLINE: Duration = Duration::from_secs(120);
 
 fn shoal_bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_shoal"))
-}
-
-fn shoal() -> Command {
-    let mut cmd = Command::new(shoal_bin());
-    cmd.env_remove("SHOAL_DATA_DIR")
-        .env_remove("KUBECONFIG")
-        .env_remove("SHOAL_TOKEN")
-        .env_remove("SHOAL_SERVER");
-    cmd
 }
 
 fn mode(path: &Path) -> anyhow::Result<u32> {
@@ -39,18 +29,10 @@ fn mode(path: &Path) -> anyhow::Result<u32> {
         & 0o777)
 }
 
-fn token(server: &ShoalServer) -> anyhow::Result<String> {
-    Ok(
-        std::fs::read_to_string(server.data_dir().join("node-token"))?
-            .trim()
-            .to_string(),
-    )
-}
-
 /// `shoal node --server --token` in `dir`, run to its exit (it must fail
 /// before starting anything); returns its stderr.
 fn join_fails(server: &str, token: &str, dir: &Path) -> anyhow::Result<String> {
-    let mut child = shoal()
+    let mut child = shoal(shoal_bin())
         .args([
             "node", "--server", server, "--token", token, "--name", "bad",
         ])
@@ -88,7 +70,7 @@ fn join_fails(server: &str, token: &str, dir: &Path) -> anyhow::Result<String> {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_wrong_token_is_refused_with_a_clear_error() -> anyhow::Result<()> {
     let server = ShoalServer::start(shoal_bin(), &[])?;
-    let good = token(&server)?;
+    let good = server.node_token()?;
     let token_file = server.data_dir().join("node-token");
     assert_eq!(mode(&token_file)?, 0o600);
     let (hash, secret) = good
@@ -132,7 +114,7 @@ async fn a_wrong_token_is_refused_with_a_clear_error() -> anyhow::Result<()> {
     // The token file is kept across restarts.
     let mut server = server;
     server.restart()?;
-    assert_eq!(token(&server)?, good);
+    assert_eq!(server.node_token()?, good);
     Ok(())
 }
 
@@ -146,7 +128,7 @@ async fn server_and_token_go_together() -> anyhow::Result<()> {
         ),
         (vec!["--token", "K10x::node:y"], "--token needs --server"),
     ] {
-        let out = shoal()
+        let out = shoal(shoal_bin())
             .arg("node")
             .args(&args)
             .arg("--data-dir")
@@ -157,55 +139,6 @@ async fn server_and_token_go_together() -> anyhow::Result<()> {
         assert!(stderr.contains(needle), "{args:?}: {stderr}");
     }
     Ok(())
-}
-
-/// `shoal node --server --token`, killed on drop.
-struct JoinedNode {
-    child: std::process::Child,
-    dir: tempfile::TempDir,
-}
-
-impl JoinedNode {
-    fn start(server: &ShoalServer, name: &str, node_ip: &str) -> anyhow::Result<JoinedNode> {
-        let dir = tempfile::Builder::new()
-            .prefix(&format!("shoal-node-{name}-"))
-            .tempdir()?;
-        testbed::import_image(shoal_bin(), dir.path(), artifacts::HELLO, "hello:v1")?;
-        let log = std::fs::File::create(dir.path().join("node.log"))?;
-        let args: Vec<OsString> = vec![
-            "node".into(),
-            "--server".into(),
-            server.url().into(),
-            "--token".into(),
-            token(server)?.into(),
-            "--name".into(),
-            name.into(),
-            "--node-ip".into(),
-            node_ip.into(),
-            "--kubelet-port".into(),
-            "0".into(),
-            "--data-dir".into(),
-            dir.path().into(),
-        ];
-        let child = shoal()
-            .args(&args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()?;
-        Ok(JoinedNode { child, dir })
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("node.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for JoinedNode {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// A loopback address for this test process's node (127.3.0.0/16, by pid).
@@ -227,7 +160,17 @@ async fn a_node_joins_with_the_token_and_runs_a_pod() -> anyhow::Result<()> {
     let admin = kubelet::client_from_kubeconfig(&server.kubeconfig()).await?;
     let name = "joined-0";
     let node_ip = node_ip();
-    let node = JoinedNode::start(&server, name, &node_ip)?;
+    let node = ShoalNode::join(
+        shoal_bin(),
+        &server,
+        &NodeOptions {
+            name,
+            node_ip: &node_ip,
+            split: false,
+            images: &[(artifacts::HELLO, "hello:v1")],
+            extra: &[],
+        },
+    )?;
 
     let nodes: Api<Node> = Api::all(admin.clone());
     wait_until("the joined node is Ready", DEADLINE, || async {
@@ -239,14 +182,14 @@ async fn a_node_joins_with_the_token_and_runs_a_pod() -> anyhow::Result<()> {
             .is_some_and(|n| ready(&n))
     })
     .await
-    .with_context(|| node.log())?;
+    .with_context(|| node.logs())?;
 
     // What the join left: the node's kubeconfig and serving pair, private.
-    let kubeconfig = node.dir.path().join("kubelet.kubeconfig");
+    let kubeconfig = node.dir().join("kubelet.kubeconfig");
     for file in [
         kubeconfig.clone(),
-        node.dir.path().join("pki/kubelet.crt"),
-        node.dir.path().join("pki/kubelet.key"),
+        node.dir().join("pki/kubelet.crt"),
+        node.dir().join("pki/kubelet.key"),
     ] {
         assert_eq!(mode(&file)?, 0o600, "{}", file.display());
     }
@@ -298,6 +241,6 @@ async fn a_node_joins_with_the_token_and_runs_a_pod() -> anyhow::Result<()> {
         })
     })
     .await
-    .with_context(|| node.log())?;
+    .with_context(|| node.logs())?;
     Ok(())
 }

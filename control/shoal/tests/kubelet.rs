@@ -5,16 +5,15 @@
 //! own CRI socket.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use k8s_cri::v1 as cri_api;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{ConfigMap, ContainerStatus, Event, Node, Pod};
+use k8s_openapi::api::core::v1::{ConfigMap, ContainerStatus, Event, Node, Pod, Service};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
-use testbed::{NodeOptions, ShoalNode, ShoalServer};
+use testbed::{NodeOptions, ShoalNode, ShoalServer, shoal};
 
 /// How long any one wait may take.
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -22,11 +21,8 @@ const DEADLINE: Duration = Duration::from_secs(60);
 const NODE_IP: &str = "127.0.0.2";
 const NODE: &str = "node-a";
 
-fn shoal() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_shoal"));
-    cmd.env_remove("SHOAL_DATA_DIR").env_remove("KUBECONFIG");
-    cmd
-}
+/// The binary under test.
+const SHOAL: &str = env!("CARGO_BIN_EXE_shoal");
 
 /// A pod CIDR no concurrently running test process shares.
 fn pod_cidr() -> String {
@@ -37,7 +33,7 @@ fn pod_cidr() -> String {
 /// `shoal cri` and `shoal kubelet`).
 fn start_node(server: &ShoalServer, split: bool) -> anyhow::Result<ShoalNode> {
     ShoalNode::start(
-        Path::new(env!("CARGO_BIN_EXE_shoal")),
+        Path::new(SHOAL),
         &server.kubeconfig(),
         &NodeOptions {
             name: NODE,
@@ -69,7 +65,7 @@ struct Cluster {
 
 impl Cluster {
     async fn start(split: bool) -> anyhow::Result<Cluster> {
-        let server = ShoalServer::start(Path::new(env!("CARGO_BIN_EXE_shoal")), &[])?;
+        let server = ShoalServer::start(Path::new(SHOAL), &[])?;
         let client = kubelet::client_from_kubeconfig(&server.kubeconfig()).await?;
         let node = start_node(&server, split)?;
         let c = Cluster {
@@ -1044,10 +1040,120 @@ async fn pods_keep_running_while_the_apiserver_is_down() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The attempt number and log of the pod's newest exited `hello` attempt
+/// numbered `first` or later, if the runtime lists one and its log is
+/// still there.
+async fn exited_hello(
+    rt: &mut cri::client::RuntimeClient,
+    node: &ShoalNode,
+    pod: &Pod,
+    first: u32,
+) -> Option<(u32, String)> {
+    let attempt = runtime_containers(rt, &uid(pod))
+        .await
+        .iter()
+        .filter(|c| c.state == cri_api::ContainerState::ContainerExited as i32)
+        .filter_map(|c| c.metadata.as_ref().map(|m| m.attempt))
+        .filter(|&a| a >= first)
+        .max()?;
+    let restarts = i32::try_from(attempt).ok()?;
+    let log = std::fs::read_to_string(log_file(node, pod, "hello", restarts)).ok()?;
+    Some((attempt, log))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_container_restarted_while_the_apiserver_is_down_gets_the_last_known_services()
+-> anyhow::Result<()> {
+    let mut c = Cluster::start(false).await?;
+    let services: Api<Service> = Api::namespaced(c.client.clone(), "default");
+    let web: Service = serde_json::from_value(json!({
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "web"},
+        "spec": {"selector": {"app": "web"}, "ports": [{"port": 8080, "protocol": "TCP"}]},
+    }))?;
+    let web = services.create(&PostParams::default(), &web).await?;
+    let ip = web
+        .spec
+        .and_then(|s| s.cluster_ip)
+        .context("the Service has a cluster IP")?;
+    let want = [
+        format!("env: WEB_SERVICE_HOST={ip}"),
+        "env: WEB_SERVICE_PORT=8080".to_string(),
+        format!("env: WEB_PORT=tcp://{ip}:8080"),
+        "env: KUBERNETES_SERVICE_HOST=".to_string(),
+    ];
+    // hello prints its environment and exits: restarted with back-off, forever.
+    let blinker = c
+        .create(
+            "blinker",
+            json!({"containers": [{"name": "hello", "image": "hello:v1"}]}),
+        )
+        .await?;
+    let mut rt = cri(&c.node).await;
+
+    // With the apiserver up, an attempt sees the Service: the kubelet's
+    // store holds it.
+    c.wait("an attempt of the blinker sees the web Service", || {
+        let mut rt = rt.clone();
+        let (node, pod, line) = (&c.node, &blinker, &want[0]);
+        async move {
+            exited_hello(&mut rt, node, pod, 0)
+                .await
+                .is_some_and(|(_, log)| log.contains(line.as_str()))
+        }
+    })
+    .await?;
+
+    c.server.kill();
+    c.wait("the kubelet notices the apiserver is gone", || async {
+        let log = c.node.kubelet_log();
+        log.contains("cannot renew the node lease") || log.contains("pod watch failed")
+    })
+    .await?;
+    // Every attempt created from now on is created without the apiserver.
+    let noticed = runtime_containers(&mut rt, &uid(&blinker))
+        .await
+        .iter()
+        .filter_map(|c| c.metadata.as_ref().map(|m| m.attempt))
+        .max()
+        .unwrap_or(0);
+    let during = std::sync::Mutex::new(None);
+    c.wait(
+        "the blinker restarts and exits while the apiserver is down",
+        || {
+            let (mut rt, during) = (rt.clone(), &during);
+            let (node, pod) = (&c.node, &blinker);
+            async move {
+                let found = exited_hello(&mut rt, node, pod, noticed + 1).await;
+                let done = found.is_some();
+                *during.lock().unwrap() = found;
+                done
+            }
+        },
+    )
+    .await?;
+    let (attempt, log) = during
+        .into_inner()
+        .unwrap()
+        .context("an attempt started during the outage")?;
+    assert!(
+        attempt > noticed,
+        "attempt {attempt} started after {noticed}"
+    );
+    for line in &want {
+        assert!(
+            log.contains(line.as_str()),
+            "attempt {attempt}, started while the apiserver was down, lacks {line:?}:\n{log}"
+        );
+    }
+    Ok(())
+}
+
 #[test]
 fn the_kubelet_says_what_is_missing() {
     let dir = tempfile::tempdir().unwrap();
-    let out = shoal()
+    let out = shoal(SHOAL)
         .args(["kubelet", "--data-dir"])
         .arg(dir.path())
         .output()
@@ -1058,7 +1164,7 @@ fn the_kubelet_says_what_is_missing() {
         err.contains("no kubeconfig at") && err.contains("--kubeconfig"),
         "{err}"
     );
-    let out = shoal()
+    let out = shoal(SHOAL)
         .args([
             "node",
             "--server",
@@ -1076,7 +1182,7 @@ fn the_kubelet_says_what_is_missing() {
         err.contains("--token: a node token must look like K10"),
         "{err}"
     );
-    let out = shoal()
+    let out = shoal(SHOAL)
         .args(["kubelet", "--backoff-base", "0", "--data-dir"])
         .arg(dir.path())
         .output()
@@ -1090,7 +1196,7 @@ fn the_kubelet_says_what_is_missing() {
 async fn images_are_pulled_with_the_pods_pull_secret() -> anyhow::Result<()> {
     let registry = testbed::Registry::start_with_htpasswd("alice", "s3cret").await?;
     let image = format!("{}/private/hello:v1", registry.addr());
-    let out = shoal()
+    let out = shoal(SHOAL)
         .args(["push", artifacts::HELLO, &image])
         .env("SHOAL_REGISTRY_USERNAME", "alice")
         .env("SHOAL_REGISTRY_PASSWORD", "s3cret")

@@ -4,17 +4,16 @@
 //! (`shoal node --server --token`: its serving certificate comes from the
 //! join, the apiserver verifies it against the cluster CA).
 
-use std::ffi::OsString;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, PostParams};
 use serde_json::json;
-use testbed::{ShoalServer, wait_until};
+use testbed::{NodeOptions, ShoalNode, ShoalServer, wait_until};
 
 /// How long any one wait may take (debug builds, a loaded machine).
 const DEADLINE: Duration = Duration::from_secs(120);
@@ -23,34 +22,18 @@ fn shoal_bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_shoal"))
 }
 
-fn shoal() -> Command {
-    let mut cmd = Command::new(shoal_bin());
-    cmd.env_remove("SHOAL_DATA_DIR")
-        .env_remove("KUBECONFIG")
-        .env_remove("SHOAL_TOKEN")
-        .env_remove("SHOAL_SERVER");
-    cmd
-}
-
 /// A loopback address for this test process's node (127.4.0.0/16, by pid).
 fn node_ip() -> String {
     let n = std::process::id() % (256 * 254);
     format!("127.4.{}.{}", n / 254, n % 254 + 1)
 }
 
-/// A server and one node joined to it with the token, killed on drop.
+/// A server and one node joined to it with the token, killed on drop
+/// (the node first).
 struct Cluster {
+    node: ShoalNode,
     server: ShoalServer,
-    node: std::process::Child,
-    node_dir: tempfile::TempDir,
     pods: Api<Pod>,
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let _ = self.node.kill();
-        let _ = self.node.wait();
-    }
 }
 
 const NODE: &str = "streams-0";
@@ -58,46 +41,26 @@ const NODE: &str = "streams-0";
 impl Cluster {
     async fn start() -> anyhow::Result<Cluster> {
         let server = ShoalServer::start(shoal_bin(), &[])?;
-        let node_dir = tempfile::Builder::new().prefix("shoal-node-").tempdir()?;
-        for (wasm, name) in [
-            (artifacts::HELLO, "hello:v1"),
-            (artifacts::LOG_FLOOD, "log-flood:v1"),
-        ] {
-            testbed::import_image(shoal_bin(), node_dir.path(), wasm, name)?;
-        }
-        let token = std::fs::read_to_string(server.data_dir().join("node-token"))?;
-        let log = std::fs::File::create(node_dir.path().join("node.log"))?;
-        let args: Vec<OsString> = vec![
-            "node".into(),
-            "--server".into(),
-            server.url().into(),
-            "--token".into(),
-            token.trim().into(),
-            "--name".into(),
-            NODE.into(),
-            "--node-ip".into(),
-            node_ip().into(),
-            "--kubelet-port".into(),
-            "0".into(),
-            "--backoff-base".into(),
-            "1".into(),
-            "--backoff-max".into(),
-            "2".into(),
-            "--data-dir".into(),
-            node_dir.path().into(),
-        ];
-        let node = shoal()
-            .args(&args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()?;
+        let node_ip = node_ip();
+        let node = ShoalNode::join(
+            shoal_bin(),
+            &server,
+            &NodeOptions {
+                name: NODE,
+                node_ip: &node_ip,
+                split: false,
+                images: &[
+                    (artifacts::HELLO, "hello:v1"),
+                    (artifacts::LOG_FLOOD, "log-flood:v1"),
+                ],
+                extra: &["--backoff-base", "1", "--backoff-max", "2"],
+            },
+        )?;
         let admin = kubelet::client_from_kubeconfig(&server.kubeconfig()).await?;
         let c = Cluster {
             pods: Api::namespaced(admin.clone(), "default"),
-            server,
             node,
-            node_dir,
+            server,
         };
         let nodes: Api<Node> = Api::all(admin);
         wait_until("the node is Ready", DEADLINE, || async {
@@ -116,7 +79,7 @@ impl Cluster {
     fn logs(&self) -> String {
         format!(
             "--- node\n{}\n--- server\n{}",
-            std::fs::read_to_string(self.node_dir.path().join("node.log")).unwrap_or_default(),
+            self.node.kubelet_log(),
             self.server.log_text()
         )
     }

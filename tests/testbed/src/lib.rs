@@ -14,7 +14,7 @@ mod shoal;
 
 pub use node::{NodeOptions, ShoalNode, import_image, node_ip, pod_cidr};
 pub use registry::{REGISTRY_BIN_ENV, Registry};
-pub use shoal::{Kubectl, Run, ShoalServer, kubectl_bin};
+pub use shoal::{Kubectl, Run, ShoalServer, kubectl_bin, shoal};
 
 use anyhow::{Context as _, bail};
 use etcd_client::{Client, ConnectOptions};

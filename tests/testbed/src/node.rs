@@ -1,14 +1,17 @@
 //! A real Shoal node: `shoal node` (the CRI runtime and the kubelet in one
 //! process), or `shoal cri` and `shoal kubelet` as two, in a temporary data
-//! directory, with modules loaded by `shoal image import`; killed by PID on
-//! drop. Also the loopback addresses tests give nodes and their pods.
+//! directory, with modules loaded by `shoal image import`, reaching the
+//! apiserver with a kubeconfig or joining with the node token; killed by
+//! PID on drop. Also the loopback addresses tests give nodes and their pods.
 
 use anyhow::{Context as _, bail};
 use std::ffi::OsString;
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use tempfile::TempDir;
+
+use crate::shoal::{ShoalServer, shoal};
 
 /// A child process with its stderr in a file, killed (SIGKILL) on drop.
 #[derive(Debug)]
@@ -46,13 +49,6 @@ impl Drop for Proc {
     }
 }
 
-/// `bin` with no data directory or kubeconfig from the environment.
-fn shoal(bin: &Path) -> Command {
-    let mut cmd = Command::new(bin);
-    cmd.env_remove("SHOAL_DATA_DIR").env_remove("KUBECONFIG");
-    cmd
-}
-
 /// Loads `wasm` into the image store of the node data directory `dir`
 /// under `name` (`NAME:TAG`), with `BIN image import`.
 pub fn import_image(bin: &Path, dir: &Path, wasm: &str, name: &str) -> anyhow::Result<()> {
@@ -85,12 +81,23 @@ pub struct NodeOptions<'a> {
     pub extra: &'a [&'a str],
 }
 
+/// How the kubelet reaches the apiserver.
+#[derive(Debug)]
+enum Access {
+    /// `--kubeconfig PATH`.
+    Kubeconfig(PathBuf),
+    /// `--server URL --token TOKEN`: the node joins, and the join leaves
+    /// `kubelet.kubeconfig` in its data directory.
+    Token { server: String, token: String },
+}
+
 /// A running node in a temporary data directory, pointed at an apiserver
-/// with a kubeconfig. The kubelet is killed before the runtime.
+/// with a kubeconfig or joined with the node token. The kubelet is killed
+/// before the runtime.
 #[derive(Debug)]
 pub struct ShoalNode {
     bin: PathBuf,
-    kubeconfig: PathBuf,
+    access: Access,
     name: String,
     node_ip: String,
     split: bool,
@@ -112,6 +119,32 @@ impl ShoalNode {
         kubeconfig: &Path,
         options: &NodeOptions<'_>,
     ) -> anyhow::Result<ShoalNode> {
+        Self::spawn_new(bin, Access::Kubeconfig(kubeconfig.to_owned()), options)
+    }
+
+    /// As [`ShoalNode::start`], but joining `server` with its node token:
+    /// `BIN node --server URL --token TOKEN` (not `split`: `shoal kubelet`
+    /// does not join).
+    pub fn join(
+        bin: &Path,
+        server: &ShoalServer,
+        options: &NodeOptions<'_>,
+    ) -> anyhow::Result<ShoalNode> {
+        if options.split {
+            bail!("a node joins with the token only as `shoal node`, not split");
+        }
+        let access = Access::Token {
+            server: server.url(),
+            token: server.node_token()?,
+        };
+        Self::spawn_new(bin, access, options)
+    }
+
+    fn spawn_new(
+        bin: &Path,
+        access: Access,
+        options: &NodeOptions<'_>,
+    ) -> anyhow::Result<ShoalNode> {
         let dir = tempfile::Builder::new()
             .prefix(&format!("shoal-node-{}-", options.name))
             .tempdir()
@@ -121,7 +154,7 @@ impl ShoalNode {
         }
         let mut node = ShoalNode {
             bin: bin.to_owned(),
-            kubeconfig: kubeconfig.to_owned(),
+            access,
             name: options.name.to_owned(),
             node_ip: options.node_ip.to_owned(),
             split: options.split,
@@ -143,9 +176,16 @@ impl ShoalNode {
     pub fn start_kubelet(&mut self) -> anyhow::Result<()> {
         let command = if self.split { "kubelet" } else { "node" };
         let mut args: Vec<OsString> = vec![command.into()];
+        match &self.access {
+            Access::Kubeconfig(path) => args.extend(["--kubeconfig".into(), path.into()]),
+            Access::Token { server, token } => args.extend([
+                "--server".into(),
+                server.into(),
+                "--token".into(),
+                token.into(),
+            ]),
+        }
         args.extend([
-            "--kubeconfig".into(),
-            self.kubeconfig.clone().into(),
             "--data-dir".into(),
             self.dir.path().into(),
             "--name".into(),

@@ -10,6 +10,27 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
+/// The environment variables through which `shoal` would pick up a data
+/// directory, store, apiserver or credentials other than a test's own.
+const SHOAL_ENV: &[&str] = &[
+    "SHOAL_DATA_DIR",
+    "SHOAL_ETCD_ENDPOINTS",
+    "SHOAL_SERVER",
+    "SHOAL_TOKEN",
+    "KUBECONFIG",
+];
+
+/// A command running the `shoal` binary `bin` (a test's
+/// `env!("CARGO_BIN_EXE_shoal")`) with none of [`SHOAL_ENV`] inherited:
+/// what it uses is what the test passes.
+pub fn shoal(bin: impl AsRef<Path>) -> Command {
+    let mut cmd = Command::new(bin.as_ref());
+    for var in SHOAL_ENV {
+        cmd.env_remove(var);
+    }
+    cmd
+}
+
 /// A running `shoal server` or `shoal up`, killed (SIGKILL) on drop.
 #[derive(Debug)]
 pub struct ShoalServer {
@@ -77,7 +98,7 @@ impl ShoalServer {
             "up" => ("shoal up is ready", Duration::from_secs(120)),
             _ => ("shoal server is up", Duration::from_secs(60)),
         };
-        let mut cmd = Command::new(bin);
+        let mut cmd = shoal(bin);
         cmd.arg(self.command);
         if self.command == "server" {
             cmd.args(["--bind-address", "127.0.0.1"]);
@@ -86,7 +107,6 @@ impl ShoalServer {
             .args(["--https-port", &port.to_string(), "--data-dir"])
             .arg(dir)
             .args(extra)
-            .env_remove("SHOAL_DATA_DIR")
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
             .spawn()
@@ -130,6 +150,14 @@ impl ShoalServer {
 
     pub fn kubeconfig(&self) -> PathBuf {
         self.dir.path().join("admin.kubeconfig")
+    }
+
+    /// The node join token (`DATA_DIR/node-token`), trimmed.
+    pub fn node_token(&self) -> anyhow::Result<String> {
+        let path = self.dir.path().join("node-token");
+        let token = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        Ok(token.trim().to_owned())
     }
 
     pub fn pid(&self) -> Option<u32> {
