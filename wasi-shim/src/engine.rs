@@ -1,9 +1,11 @@
 //! `Engine`: the one wasmtime engine of a node. Pooling allocator, epoch
 //! interruption driven by a ticker thread, Cranelift at opt level `speed`,
 //! parallel compilation, a compile cache keyed by content digest, and the
-//! guest runtime: the tokio runtime commands run on, whose threads run at a
-//! low OS priority (a higher nice value) so that a spinning or flooding
-//! command cannot take the CPU from HTTP functions served at normal priority.
+//! pools commands run on (`crate::priority`): a command starts at normal
+//! priority and moves after its first tick to threads at a low OS priority
+//! (a higher nice value), so that a spinning or flooding command cannot take
+//! the CPU from HTTP functions served at normal priority while a short one
+//! is not held back.
 //!
 //! The cache has two tiers and no `unsafe` of ours: compiled modules stay in
 //! memory keyed by sha256(bytes ‖ engine compatibility hash), and with
@@ -26,6 +28,7 @@ use wasmtime::{
 
 use crate::error::{ShimError, chain};
 use crate::host::{P1Host, P2Host};
+use crate::priority::Pools;
 
 /// How the node's engine is sized. The pooling allocator reserves virtual
 /// address space for every memory slot up front (about 4 GiB each), so size
@@ -55,14 +58,24 @@ pub struct EngineConfig {
     /// Where wasmtime keeps compiled code across restarts; `None` keeps the
     /// cache in memory only.
     pub cache_dir: Option<PathBuf>,
-    /// Worker threads of the guest runtime, where commands run. The default,
-    /// one fewer than the machine's cores (at least one), always leaves a
-    /// core to HTTP serving, however many commands spin.
+    /// Worker threads of each command pool (normal and low priority). The
+    /// default, one fewer than the machine's cores (at least one), always
+    /// leaves a core to HTTP serving, however many commands spin.
     pub guest_threads: usize,
-    /// The nice value of the guest runtime's threads (0 to 19; higher is a
-    /// lower priority). HTTP functions are served on the caller's runtime at
-    /// its own priority.
+    /// The nice value of the low-priority pool's threads (0 to 19; higher is
+    /// a lower priority). HTTP functions are served on the caller's runtime
+    /// at its own priority.
     pub guest_nice: i32,
+    /// How long a command runs at normal priority before it moves to the
+    /// low-priority pool (at its next epoch yield, so within a tick after).
+    /// Short commands end at normal priority; zero runs every command at
+    /// `guest_nice` from its start.
+    pub normal_priority_budget: Duration,
+    /// The most of a core all commands together get at normal priority,
+    /// over time (a token bucket of two budgets): past it, commands start
+    /// on the low-priority pool, so that a crash loop of short commands
+    /// cannot become a normal-priority load.
+    pub normal_priority_share: f64,
 }
 
 impl Default for EngineConfig {
@@ -81,6 +94,8 @@ impl Default for EngineConfig {
             guest_threads: std::thread::available_parallelism()
                 .map_or(1, |n| usize::from(n).saturating_sub(1).max(1)),
             guest_nice: 10,
+            normal_priority_budget: Duration::from_millis(10),
+            normal_priority_share: 0.25,
         }
     }
 }
@@ -256,19 +271,12 @@ pub(crate) struct Inner {
     disk: Option<Cache>,
     stats: [AtomicU64; 3],
     stop_ticker: Arc<AtomicBool>,
-    guests: tokio::runtime::Handle,
-    /// Owned here only to be shut down without blocking when the engine goes.
-    guest_runtime: Option<tokio::runtime::Runtime>,
+    pub(crate) pools: Pools,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
         self.stop_ticker.store(true, Ordering::Relaxed);
-        if let Some(rt) = self.guest_runtime.take() {
-            // The last engine may be dropped inside an async context, where
-            // a blocking shutdown would panic.
-            rt.shutdown_background();
-        }
     }
 }
 
@@ -343,16 +351,12 @@ impl Engine {
                 message: format!("cannot start the epoch ticker: {e}"),
             })?;
 
-        let nice = config.guest_nice;
-        let guest_runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(config.guest_threads.max(1))
-            .thread_name("wasi-shim-guest")
-            .on_thread_start(move || crate::priority::lower_this_thread(nice))
-            .enable_all()
-            .build()
-            .map_err(|e| ShimError::Engine {
-                message: format!("cannot start the guest runtime: {e}"),
-            })?;
+        let pools = Pools::new(
+            config.guest_threads,
+            config.guest_nice,
+            config.normal_priority_budget,
+            config.normal_priority_share,
+        )?;
 
         Ok(Self {
             inner: Arc::new(Inner {
@@ -365,8 +369,7 @@ impl Engine {
                 disk,
                 stats: Default::default(),
                 stop_ticker,
-                guests: guest_runtime.handle().clone(),
-                guest_runtime: Some(guest_runtime),
+                pools,
             }),
         })
     }
@@ -374,11 +377,6 @@ impl Engine {
     /// The configuration the engine was built with.
     pub fn config(&self) -> &EngineConfig {
         &self.inner.config
-    }
-
-    /// The runtime commands run on.
-    pub(crate) fn guest_runtime(&self) -> &tokio::runtime::Handle {
-        &self.inner.guests
     }
 
     /// The compile cache's counters.

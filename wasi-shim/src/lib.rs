@@ -2,8 +2,9 @@
 //! depends on wasmtime.
 //!
 //! - [`Engine`] (`engine`): one per node; pooling allocator, epoch ticker,
-//!   compile cache keyed by content digest, and the low-priority guest
-//!   runtime commands run on.
+//!   compile cache keyed by content digest, and the pools commands run on
+//!   (`priority`: normal priority for a command's first tick, within a
+//!   share of a core for all of them, then a low one).
 //! - [`Sandbox`] (`sandbox`): what a guest may see, as data; deny by default,
 //!   grant by builder: argv, env, preopens, stdin ([`Input`]: closed, or
 //!   fed from an async reader), outputs, limits, network grants
@@ -12,9 +13,10 @@
 //! - [`Engine::spawn`] (`run`): starts a guest and returns a [`Running`]. What
 //!   the module exports decides what it is:
 //!   - a **command** (a p1 module's `_start`, a p2 component's
-//!     `wasi:cli/run`) runs until it exits, on the guest runtime (low OS
-//!     priority, so spinning or flooding commands leave the CPU to HTTP
-//!     serving);
+//!     `wasi:cli/run`) runs until it exits, on the command pools (a low OS
+//!     priority after its first tick, so spinning or flooding
+//!     commands leave the CPU to HTTP serving while short ones are not held
+//!     back);
 //!   - an **HTTP function** (a component exporting
 //!     `wasi:http/incoming-handler` and no `wasi:cli/run`, `serve`) is served
 //!     on [`SandboxBuilder::http_listen`] (an error without one:

@@ -1,8 +1,9 @@
 //! Starting a guest and running a command: [`Engine::spawn`] loads the
 //! module and tells a command (a p1 module's `_start`, a p2 component's
 //! `wasi:cli/run`) from an HTTP function (`crate::serve`). A command runs in
-//! its own store on the engine's low-priority guest runtime, raced against
-//! its kill handle and deadline; every epoch tick it yields to the executor
+//! its own store on the engine's command pools (`crate::priority`: normal
+//! priority for its first tick, then low), raced against its kill
+//! handle and deadline; every epoch tick it yields to the executor
 //! (`crate::host::Guard`), so a guest that never makes a call can still be
 //! stopped.
 
@@ -120,8 +121,8 @@ impl Engine {
     /// The module is loaded (compiled once per digest) on a task of the
     /// calling runtime, then:
     /// - a core module, or a component exporting `wasi:cli/run`, is a
-    ///   command: it runs on the engine's guest runtime (low OS priority)
-    ///   until it exits;
+    ///   command: it runs on the engine's command pools (normal OS priority
+    ///   for its first tick, then low) until it exits;
     /// - a component exporting `wasi:http/incoming-handler` and no
     ///   `wasi:cli/run` is an HTTP function: it is served on the sandbox's
     ///   [`http_listen`](crate::SandboxBuilder::http_listen) address by the
@@ -168,13 +169,11 @@ async fn start(
     }
     control.set_phase(Phase::Command);
     let span = tracing::info_span!("command", digest = %loaded.digest);
-    let guests = engine.guest_runtime().clone();
-    guests
-        .spawn(execute(engine, loaded, sandbox, control).instrument(span))
-        .await
-        .map_err(|e| ShimError::Task {
-            message: e.to_string(),
-        })?
+    let task = engine
+        .inner
+        .pools
+        .spawn(execute(engine.clone(), loaded, sandbox, control).instrument(span));
+    task.await?
 }
 
 async fn execute(

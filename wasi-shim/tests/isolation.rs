@@ -12,11 +12,13 @@
 //! p99, which one scheduler hiccup can double, from failing the test for
 //! noise rather than for starvation. It prints both figures.
 //!
-//! What makes it hold: commands run on the engine's guest runtime, which has
+//! What makes it hold: commands run on the engine's command pools, each with
 //! one thread fewer than the machine has cores (so one core is always left to
-//! serving) at a low OS priority (nice 10), and yield at every epoch tick;
-//! HTTP functions are served on the caller's runtime at normal priority. `.config/nextest.toml`
-//! runs this test alone, so that other tests' guests are not measured too.
+//! serving), at normal priority for their first tick only (and within a
+//! quarter of a core for all of them) and at a low OS priority (nice 10)
+//! after, and yield at every epoch tick; HTTP functions are served on the
+//! caller's runtime at normal priority. `.config/nextest.toml` runs this
+//! test alone, so that other tests' guests are not measured too.
 
 mod common;
 
