@@ -24,7 +24,7 @@ struct Args {
     #[arg(value_enum)]
     suite: Suite,
     /// Parts of the suite to run, all when none are named (runtime: run,
-    /// cri, runc, http).
+    /// cri, runc, http; pods: burst, density).
     parts: Vec<String>,
     /// (internal) where the `serve-api` child keeps its data.
     #[arg(long, hide = true)]
@@ -64,7 +64,8 @@ enum Suite {
     #[value(hide = true)]
     ServeScheduler,
     /// Pod startup latency (create to Running) on a real `shoal server`
-    /// and `shoal node`: 1, 100 and 1,000 pods.
+    /// and `shoal node`: bursts of 100 and 1,000 pods, and pods one at a
+    /// time with 0, 100 and 1,000 pods already running.
     Pods,
 }
 
@@ -109,6 +110,6 @@ async fn run() -> anyhow::Result<()> {
                 .ok_or_else(|| anyhow::anyhow!("serve-scheduler needs --data-dir"))?;
             scheduler::serve(&dir, args.port.unwrap_or(0)).await
         }
-        Suite::Pods => pods::run(args.scale).await,
+        Suite::Pods => pods::run(args.scale, &args.parts).await,
     }
 }

@@ -1,16 +1,24 @@
 //! `shoal-bench pods`: pod startup latency on a real node, as Kubernetes'
 //! pod-startup SLI measures it: from the create request to the watch event
 //! that shows the pod Running (phase Running and its container running).
-//! One pod at a time (20 times), then 100 and 1,000 pods created with 50
-//! requests in flight; p50 and p99 in ms, pods/s, and create-to-bound to
-//! tell the scheduler's share from the node's.
+//! Two forms, each a part of the suite:
+//!
+//! - `burst`: 100, then 1,000 pods created at once (50 create requests in
+//!   flight), measuring how a batch queues behind the node's throughput
+//!   (`burst_N_*`: startup and create-to-bound p50/p99, pods/s).
+//! - `density`: as Kubernetes' node e2e density test, with 0, 100 and
+//!   1,000 pods already Running on the node, 30 more created one at a
+//!   time, each waited for (`density_N_*`: startup and create-to-bound
+//!   p50/p99), measuring whether a pod's cost grows with the node's pods.
+//!   `density_0` is the single-pod figure.
 //!
 //! What runs is what a user runs: a `shoal server` process (embedded store,
 //! scheduler) and one `shoal node` process with the default kubelet
-//! settings, both the `shoal` binary next to this one (or `$SHOAL_BIN`),
+//! settings but `--max-pods 1100` (so that 1,000 pods and the measured ones
+//! fit), both the `shoal` binary next to this one (or `$SHOAL_BIN`),
 //! killed by PID at the end. The pods run the `hello-http` function
 //! (imported with `shoal image import` under the sample's name), which
-//! stays Running without using the CPU. A batch is deleted, and gone,
+//! stays Running without using the CPU. A burst is deleted, and gone,
 //! before the next starts.
 
 use crate::report::{Latencies, emit};
@@ -32,6 +40,11 @@ const IMAGE: &str = "localhost:5000/shoal/hello-http:v1";
 const NODE: &str = "bench-node";
 /// Create requests in flight at once.
 const IN_FLIGHT: usize = 50;
+/// The node's `--max-pods`: room for the largest density background and
+/// the pods measured on top of it.
+const MAX_PODS: &str = "1100";
+/// The parts of the suite, in the order they run.
+const PARTS: [&str; 2] = ["burst", "density"];
 /// How long a batch may take to start, or to be deleted.
 const BATCH_DEADLINE: Duration = Duration::from_secs(600);
 
@@ -52,10 +65,10 @@ fn shoal_bin() -> anyhow::Result<PathBuf> {
     Ok(bin)
 }
 
-fn pod(name: &str, batch: &str) -> anyhow::Result<Pod> {
+fn pod(name: &str, batch: &str, form: &str) -> anyhow::Result<Pod> {
     Ok(serde_json::from_value(serde_json::json!({
         "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": name, "labels": {"app": "bench-pods", "batch": batch}},
+        "metadata": {"name": name, "labels": {"app": "bench-pods", "batch": batch, "form": form}},
         "spec": {"containers": [{
             "name": "fn",
             "image": IMAGE,
@@ -136,6 +149,7 @@ struct Batch {
 async fn run_batch(
     pods: &Api<Pod>,
     batch: &str,
+    form: &str,
     count: usize,
     in_flight: usize,
 ) -> anyhow::Result<Batch> {
@@ -150,7 +164,7 @@ async fn run_batch(
     let created: HashMap<String, Instant> = futures::stream::iter(0..count)
         .map(|i| async move {
             let name = format!("bench-{batch}-{i:04}");
-            let p = pod(&name, batch)?;
+            let p = pod(&name, batch, form)?;
             let at = Instant::now();
             pods.create(&PostParams::default(), &p)
                 .await
@@ -185,9 +199,10 @@ async fn run_batch(
     Ok(out)
 }
 
-/// Deletes the benchmark's pods and waits until they are gone.
-async fn delete_all(pods: &Api<Pod>) -> anyhow::Result<()> {
-    let selector = ListParams::default().labels("app=bench-pods");
+/// Deletes the benchmark's pods matching `labels` and waits until they
+/// are gone.
+async fn delete_all(pods: &Api<Pod>, labels: &str) -> anyhow::Result<()> {
+    let selector = ListParams::default().labels(labels);
     pods.delete_collection(&DeleteParams::default(), &selector)
         .await?;
     testbed::wait_until("the deleted pods are gone", BATCH_DEADLINE, || async {
@@ -197,37 +212,24 @@ async fn delete_all(pods: &Api<Pod>) -> anyhow::Result<()> {
     .await
 }
 
-fn report(count: usize, mut b: Batch, throughput: bool) {
-    let name = |what: &str| format!("{what}_{count}");
-    emit(
-        SUITE,
-        &name("startup_p50"),
-        b.startup.percentile_ms(50.0),
-        "ms",
-        None,
-    );
-    emit(
-        SUITE,
-        &name("startup_p99"),
-        b.startup.percentile_ms(99.0),
-        "ms",
-        None,
-    );
-    emit(
-        SUITE,
-        &name("create_to_bound_p50"),
-        b.bound.percentile_ms(50.0),
-        "ms",
-        None,
-    );
-    emit(
-        SUITE,
-        &name("create_to_bound_p99"),
-        b.bound.percentile_ms(99.0),
-        "ms",
-        None,
-    );
-    if throughput {
+/// Prints `PREFIX_startup_p50` and the rest of a batch's figures.
+fn report(prefix: &str, mut b: Batch, throughput: Option<usize>) {
+    let name = |what: &str| format!("{prefix}_{what}");
+    for (what, samples) in [
+        ("startup", &mut b.startup),
+        ("create_to_bound", &mut b.bound),
+    ] {
+        for p in [50.0, 99.0] {
+            emit(
+                SUITE,
+                &name(&format!("{what}_p{p}")),
+                samples.percentile_ms(p),
+                "ms",
+                None,
+            );
+        }
+    }
+    if let Some(count) = throughput {
         emit(
             SUITE,
             &name("pods_per_s"),
@@ -238,7 +240,12 @@ fn report(count: usize, mut b: Batch, throughput: bool) {
     }
 }
 
-pub async fn run(scale: f64) -> anyhow::Result<()> {
+/// Runs the parts named in `parts` (all of them when it is empty).
+pub async fn run(scale: f64, parts: &[String]) -> anyhow::Result<()> {
+    if let Some(unknown) = parts.iter().find(|p| !PARTS.contains(&p.as_str())) {
+        anyhow::bail!("no pods part {unknown:?}: the parts are {PARTS:?}");
+    }
+    let wanted = |part: &str| parts.is_empty() || parts.iter().any(|p| p == part);
     let n = |x: f64| ((x * scale).round() as usize).max(1);
     let bin = shoal_bin()?;
     let server = ShoalServer::start(&bin, &[])?;
@@ -251,10 +258,10 @@ pub async fn run(scale: f64) -> anyhow::Result<()> {
             node_ip: &node_ip,
             split: false,
             images: &[(artifacts::HELLO_HTTP, IMAGE)],
-            extra: &[],
+            extra: &["--max-pods", MAX_PODS],
         },
     )?;
-    let result = measure(&server, n).await;
+    let result = measure(&server, n, wanted("burst"), wanted("density")).await;
     if result.is_err() {
         eprintln!("the node's logs:\n{}", node.logs());
     }
@@ -264,7 +271,12 @@ pub async fn run(scale: f64) -> anyhow::Result<()> {
     result
 }
 
-async fn measure(server: &ShoalServer, n: impl Fn(f64) -> usize) -> anyhow::Result<()> {
+async fn measure(
+    server: &ShoalServer,
+    n: impl Fn(f64) -> usize,
+    burst: bool,
+    density: bool,
+) -> anyhow::Result<()> {
     let client = ::scheduler::connect(Some(&server.kubeconfig())).await?;
     let nodes: Api<Node> = Api::all(client.clone());
     testbed::wait_until("the node is Ready", Duration::from_secs(120), || async {
@@ -278,28 +290,42 @@ async fn measure(server: &ShoalServer, n: impl Fn(f64) -> usize) -> anyhow::Resu
     })
     .await?;
     let pods: Api<Pod> = Api::namespaced(client, "default");
+    let everything = "app=bench-pods";
 
     // Compiles the module on the node (cached from then on): not measured.
-    run_batch(&pods, "warmup", 1, 1).await?;
-    delete_all(&pods).await?;
+    run_batch(&pods, "warmup", "warmup", 1, 1).await?;
+    delete_all(&pods, everything).await?;
 
-    let mut single = Batch {
-        startup: Latencies::default(),
-        bound: Latencies::default(),
-        elapsed: Duration::ZERO,
-    };
-    for i in 0..n(20.0) {
-        let b = run_batch(&pods, &format!("one{i}"), 1, 1).await?;
-        single.startup.extend(b.startup);
-        single.bound.extend(b.bound);
+    if burst {
+        for count in [n(100.0), n(1000.0)] {
+            let b = run_batch(&pods, &format!("n{count}"), "burst", count, IN_FLIGHT).await?;
+            report(&format!("burst_{count}"), b, Some(count));
+            delete_all(&pods, everything).await?;
+        }
     }
-    report(1, single, false);
-    delete_all(&pods).await?;
-
-    for count in [n(100.0), n(1000.0)] {
-        let b = run_batch(&pods, &format!("n{count}"), count, IN_FLIGHT).await?;
-        report(count, b, true);
-        delete_all(&pods).await?;
+    if density {
+        let mut running = 0;
+        for background in [0, n(100.0), n(1000.0)] {
+            if background > running {
+                // The background: started as a burst, not measured.
+                let batch = format!("bg{background}");
+                run_batch(&pods, &batch, "background", background - running, IN_FLIGHT).await?;
+                running = background;
+            }
+            let mut measured = Batch {
+                startup: Latencies::default(),
+                bound: Latencies::default(),
+                elapsed: Duration::ZERO,
+            };
+            for i in 0..n(30.0) {
+                let b = run_batch(&pods, &format!("d{background}-{i}"), "density", 1, 1).await?;
+                measured.startup.extend(b.startup);
+                measured.bound.extend(b.bound);
+            }
+            report(&format!("density_{background}"), measured, None);
+            delete_all(&pods, "app=bench-pods,form=density").await?;
+        }
+        delete_all(&pods, everything).await?;
     }
     Ok(())
 }

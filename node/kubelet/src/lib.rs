@@ -7,11 +7,13 @@
 //! The parts, one concept each:
 //!
 //! - `node`: the Node object and its status; `lease`: the heartbeat.
-//! - `pods`: the watch over the node's pods, admission, one worker per pod,
-//!   the runtime relister and housekeeping; `worker`: the per-pod
+//! - `pods`: the watch over the node's pods, one worker per pod, the
+//!   runtime relister and housekeeping; `admission`: whether the node
+//!   takes a pod, on running totals; `worker`: the per-pod
 //!   reconcile (sandbox, image, init containers, containers, restarts,
 //!   probes, deletion); `runtime`: what the runtime holds for a pod.
-//! - `status`: the pod status from what is observed; `events`: Events.
+//! - `status`: the pod status from what is observed; `events`: Events;
+//!   `changes`: which pod updates a worker acts on.
 //! - `volumes`: emptyDir, configMap, secret, downwardAPI, projected and
 //!   hostPath volumes and the container mounts; `objects`: the watched
 //!   ConfigMaps and Secrets; `env`: container environments.
@@ -24,7 +26,9 @@
 //! Stopping the kubelet stops no pod: a kubelet that starts again adopts
 //! the sandboxes and containers the runtime still runs.
 
+mod admission;
 pub mod backoff;
+mod changes;
 pub mod cri;
 pub mod env;
 mod error;

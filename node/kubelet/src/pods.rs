@@ -1,7 +1,6 @@
 //! The pods of this node: a kube-runtime watcher over the pods bound to it
 //! (`fieldSelector=spec.nodeName=NODE`) feeds one [`Worker`] per pod UID;
-//! admission refuses a new pod the node cannot hold (`OutOfpods`,
-//! `OutOfcpu`, `OutOfmemory`); a relister (the kubelet's PLEG) lists the
+//! admission (`admission`) refuses a new pod the node cannot hold; a relister (the kubelet's PLEG) lists the
 //! runtime's containers every second and wakes the workers of pods whose
 //! containers changed; housekeeping removes what the runtime still holds
 //! for pods that are gone.
@@ -26,10 +25,10 @@ use tokio::sync::{Notify, mpsc, watch};
 use tracing::Instrument;
 
 use crate::Shared;
+use crate::admission::{self, Tally};
 use crate::cri::labels;
 use crate::error::chain;
 use crate::events::pod_ref;
-use crate::resources::{self, Allocatable};
 use crate::runtime;
 use crate::worker::{PodUpdate, Worker, remove_pod_files};
 
@@ -47,13 +46,6 @@ struct Handle {
 
 fn uid_of(pod: &Pod) -> String {
     pod.metadata.uid.clone().unwrap_or_default()
-}
-
-fn terminal(pod: &Pod) -> bool {
-    matches!(
-        pod.status.as_ref().and_then(|s| s.phase.as_deref()),
-        Some("Succeeded" | "Failed")
-    )
 }
 
 /// Runs the pod watcher and the workers until `shutdown`.
@@ -74,6 +66,7 @@ pub(crate) async fn run(shared: Arc<Shared>, shutdown: impl std::future::Future<
         workers: HashMap::new(),
         rejected: HashSet::new(),
         listing: None,
+        tally: Tally::default(),
     };
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<String>();
     tokio::pin!(shutdown);
@@ -102,6 +95,7 @@ pub(crate) async fn run(shared: Arc<Shared>, shutdown: impl std::future::Future<
             },
             Some(uid) = done_rx.recv() => {
                 manager.workers.remove(&uid);
+                manager.tally.remove(&uid);
                 manager.registry.lock().unwrap_or_else(|e| e.into_inner()).remove(&uid);
             }
             () = &mut shutdown => break,
@@ -118,6 +112,8 @@ struct Manager {
     rejected: HashSet<String>,
     /// The UIDs listed since the last `Init`.
     listing: Option<HashSet<String>>,
+    /// What the active pods with a worker request.
+    tally: Tally,
 }
 
 impl Manager {
@@ -127,21 +123,24 @@ impl Manager {
             return;
         }
         if let Some(h) = self.workers.get(&uid) {
+            if !admission::is_active(&pod) {
+                self.tally.remove(&uid);
+            }
             h.updates.send_replace(PodUpdate::Present(Arc::new(pod)));
             return;
         }
-        if !terminal(&pod)
-            && pod.metadata.deletion_timestamp.is_none()
+        if admission::is_active(&pod)
             && pod
                 .status
                 .as_ref()
                 .and_then(|s| s.start_time.as_ref())
                 .is_none()
-            && let Some((reason, message)) = self.admit(&pod)
+            && let Some((reason, message)) = self.tally.admit(self.shared.allocatable(), &pod)
         {
             self.reject(&pod, &uid, reason, message).await;
             return;
         }
+        self.tally.update(&uid, &pod);
         let (tx, rx) = watch::channel(PodUpdate::Present(Arc::new(pod)));
         let wake = Arc::new(Notify::new());
         self.registry
@@ -164,6 +163,7 @@ impl Manager {
     fn gone(&mut self, pod: Pod) {
         let uid = uid_of(&pod);
         self.rejected.remove(&uid);
+        self.tally.remove(&uid);
         if let Some(h) = self.workers.get(&uid) {
             h.updates.send_replace(PodUpdate::Gone(Arc::new(pod)));
         }
@@ -173,6 +173,7 @@ impl Manager {
     fn forget_unlisted(&mut self, listed: &HashSet<String>) {
         for (uid, h) in &self.workers {
             if !listed.contains(uid) {
+                self.tally.remove(uid);
                 let last = match &*h.updates.borrow() {
                     PodUpdate::Present(p) | PodUpdate::Gone(p) => p.clone(),
                 };
@@ -180,23 +181,6 @@ impl Manager {
             }
         }
         self.rejected.retain(|uid| listed.contains(uid));
-    }
-
-    /// Whether the node can take the pod: `Some((reason, message))` if not.
-    fn admit(&self, pod: &Pod) -> Option<(String, String)> {
-        let active: Vec<Arc<Pod>> = self
-            .workers
-            .values()
-            .filter_map(|h| match &*h.updates.borrow() {
-                PodUpdate::Present(p)
-                    if !terminal(p) && p.metadata.deletion_timestamp.is_none() =>
-                {
-                    Some(p.clone())
-                }
-                _ => None,
-            })
-            .collect();
-        admit(self.shared.allocatable(), &active, pod)
     }
 
     async fn reject(&mut self, pod: &Pod, uid: &str, reason: String, message: String) {
@@ -218,39 +202,6 @@ impl Manager {
             Err(e) => tracing::warn!(error = %e, "cannot mark the rejected pod Failed; will retry"),
         }
     }
-}
-
-/// Whether a node offering `alloc`, running the `active` pods, can take
-/// `pod`: `Some((reason, message))` if not, as the kubelet words it.
-pub(crate) fn admit(
-    alloc: Allocatable,
-    active: &[Arc<Pod>],
-    pod: &Pod,
-) -> Option<(String, String)> {
-    let refuse = |resource: &str, requested: i64, used: i64, capacity: i64| {
-        Some((
-            format!("OutOf{resource}"),
-            format!(
-                "Pod was rejected: Node didn't have enough resource: {resource}, requested: {requested}, used: {used}, capacity: {capacity}"
-            ),
-        ))
-    };
-    let count = i64::try_from(active.len()).unwrap_or(i64::MAX);
-    if count + 1 > alloc.pods {
-        return refuse("pods", 1, count, alloc.pods);
-    }
-    let want = resources::pod_requests(pod);
-    let (cpu, memory) = active
-        .iter()
-        .map(|p| resources::pod_requests(p))
-        .fold((0, 0), |(c, m), r| (c + r.cpu_millis, m + r.memory_bytes));
-    if want.cpu_millis > 0 && cpu + want.cpu_millis > alloc.cpu_millis {
-        return refuse("cpu", want.cpu_millis, cpu, alloc.cpu_millis);
-    }
-    if want.memory_bytes > 0 && memory + want.memory_bytes > alloc.memory_bytes {
-        return refuse("memory", want.memory_bytes, memory, alloc.memory_bytes);
-    }
-    None
 }
 
 /// What the relister compares: each container's and sandbox's state.
@@ -374,47 +325,5 @@ async fn housekeeping(
                 remove_pod_files(&shared.config.data_dir, &uid);
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn pod(cpu: &str, memory: &str) -> Arc<Pod> {
-        Arc::new(
-            serde_json::from_value(serde_json::json!({
-                "metadata": {"name": "p"},
-                "spec": {"containers": [{"name": "c", "resources": {"requests": {"cpu": cpu, "memory": memory}}}]},
-            }))
-            .unwrap(),
-        )
-    }
-
-    #[test]
-    fn admission_counts_pods_cpu_and_memory() {
-        let alloc = Allocatable {
-            cpu_millis: 2000,
-            memory_bytes: 1 << 30,
-            pods: 2,
-        };
-        let small = pod("500m", "100Mi");
-        assert_eq!(admit(alloc, &[], &small), None);
-        assert_eq!(admit(alloc, std::slice::from_ref(&small), &small), None);
-        let (reason, message) = admit(alloc, &[small.clone(), small.clone()], &small).unwrap();
-        assert_eq!(reason, "OutOfpods");
-        assert_eq!(
-            message,
-            "Pod was rejected: Node didn't have enough resource: pods, requested: 1, used: 2, capacity: 2"
-        );
-        let (reason, message) =
-            admit(alloc, std::slice::from_ref(&small), &pod("1600m", "1Mi")).unwrap();
-        assert_eq!(reason, "OutOfcpu");
-        assert!(
-            message.ends_with("cpu, requested: 1600, used: 500, capacity: 2000"),
-            "{message}"
-        );
-        let (reason, _) = admit(alloc, &[small], &pod("1m", "1000Mi")).unwrap();
-        assert_eq!(reason, "OutOfmemory");
     }
 }

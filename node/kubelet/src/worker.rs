@@ -29,6 +29,7 @@ use tracing::Instrument;
 
 use crate::Shared;
 use crate::backoff::Backoff;
+use crate::changes;
 use crate::cri::labels;
 use crate::env::{self, Facts, Sources};
 use crate::error::{KubeletError, chain, is_status};
@@ -40,12 +41,19 @@ use crate::runtime::{self, Observed, Sandbox, State};
 use crate::status::{self, Health, Inputs, Terminal, Waiting, phase, reason};
 use crate::volumes::{self, Mounted};
 
-/// How often a pod is reconciled when nothing happens.
-pub const RESYNC: Duration = Duration::from_secs(10);
+/// How often a pod is reconciled when nothing happens (the kubelet's
+/// `syncFrequency`), plus up to half of it at random so that pods started
+/// together do not resync together. Changes do not wait for it: the
+/// runtime, probes, objects and timers wake a worker.
+pub const RESYNC: Duration = Duration::from_secs(60);
 /// How often a finished pod is looked at.
 const IDLE: Duration = Duration::from_secs(60);
 /// The retry delay after a failed reconcile, doubled up to a minute.
 const ERROR_DELAY: Duration = Duration::from_secs(1);
+/// The retry delay after a status write the apiserver did not take,
+/// doubled up to [`STATUS_RETRY_MAX`].
+const STATUS_RETRY: Duration = Duration::from_secs(1);
+const STATUS_RETRY_MAX: Duration = Duration::from_secs(10);
 /// How long to wait before retrying a container whose configuration or
 /// creation failed.
 const CONFIG_RETRY: Duration = Duration::from_secs(5);
@@ -102,6 +110,8 @@ pub struct Worker {
     /// The status we last computed and wrote, with the resourceVersion the
     /// write made: an equal status is not written again.
     written: Option<(u64, PodStatus)>,
+    /// When to retry a status write that failed.
+    status_retry: Duration,
     volumes: BTreeMap<String, Mounted>,
 }
 
@@ -199,6 +209,7 @@ impl Worker {
             terminal: None,
             believed: None,
             written: None,
+            status_retry: STATUS_RETRY,
             volumes: BTreeMap::new(),
         }
     }
@@ -230,17 +241,38 @@ impl Worker {
                     d
                 }
             };
-            tokio::select! {
-                changed = self.updates.changed() => {
-                    if changed.is_err() {
-                        // The manager is gone (shutdown): the pods keep running.
-                        return;
+            let deadline = tokio::time::Instant::now() + delay;
+            loop {
+                tokio::select! {
+                    changed = self.updates.changed() => {
+                        if changed.is_err() {
+                            // The manager is gone (shutdown): the pods keep running.
+                            return;
+                        }
+                        let matters = match &*self.updates.borrow() {
+                            PodUpdate::Gone(_) => true,
+                            PodUpdate::Present(new) => {
+                                changes::matters(&pod, new, self.believed.as_ref())
+                            }
+                        };
+                        if matters {
+                            break;
+                        }
                     }
+                    () = self.wake.notified() => break,
+                    () = tokio::time::sleep_until(deadline) => break,
                 }
-                () = self.wake.notified() => {}
-                () = tokio::time::sleep(delay) => {}
             }
         }
+    }
+
+    /// [`RESYNC`] and up to half of it again, at random.
+    fn resync() -> Duration {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::hash::RandomState::new().build_hasher();
+        h.write_u8(0);
+        let half = RESYNC.as_millis() as u64 / 2;
+        RESYNC + Duration::from_millis(h.finish() % (half + 1))
     }
 
     /// One idempotent reconcile.
@@ -254,19 +286,37 @@ impl Worker {
         }
     }
 
+    /// Moves the pod on, then writes its status once, carrying whatever
+    /// the steps changed (one patch per reconcile, not one per step).
     async fn sync(&mut self, pod: &Pod) -> Result<Duration, KubeletError> {
-        let cri = self.shared.cri.clone();
-        let mut observed = runtime::observe(&cri, &self.uid).await?;
+        let mut observed = runtime::observe(&self.shared.cri, &self.uid).await?;
+        let result = self.advance(pod, &mut observed).await;
+        if self.write_status(pod, &observed, false).await {
+            self.status_retry = STATUS_RETRY;
+            result
+        } else {
+            let retry = self.status_retry;
+            self.status_retry = (retry * 2).min(STATUS_RETRY_MAX);
+            result.map(|d| d.min(retry))
+        }
+    }
 
+    /// One step of the pod's sandbox and containers; `observed` is kept
+    /// up to date with what the runtime holds after it.
+    async fn advance(
+        &mut self,
+        pod: &Pod,
+        observed: &mut Observed,
+    ) -> Result<Duration, KubeletError> {
+        let cri = self.shared.cri.clone();
         let terminal = is_terminal(&self.current(pod));
         if self.terminal.is_none() && !terminal {
             self.check_deadline(pod);
         }
         if terminal || self.terminal.is_some() {
-            if self.stop_all(pod, &observed, grace_of(pod)).await? {
-                observed = runtime::observe(&cri, &self.uid).await?;
+            if self.stop_all(pod, observed, grace_of(pod)).await? {
+                *observed = runtime::observe(&cri, &self.uid).await?;
             }
-            self.write_status(pod, &observed, false).await;
             return Ok(IDLE);
         }
 
@@ -281,13 +331,11 @@ impl Worker {
                 {
                     // The sandbox died after its containers ran; a Never pod
                     // is not started again.
-                    self.write_status(pod, &observed, false).await;
-                    return Ok(RESYNC);
+                    return Ok(Self::resync());
                 }
-                if self.stop_all(pod, &observed, grace_of(pod)).await? {
-                    observed = runtime::observe(&cri, &self.uid).await?;
+                if self.stop_all(pod, observed, grace_of(pod)).await? {
+                    *observed = runtime::observe(&cri, &self.uid).await?;
                 }
-                self.write_status(pod, &observed, false).await;
                 if let Err(e) = self.setup_volumes(pod, "").await {
                     return Ok(self.volume_failed(pod, &e));
                 }
@@ -311,26 +359,25 @@ impl Worker {
                         return Err(e);
                     }
                 }
-                observed = runtime::observe(&cri, &self.uid).await?;
+                *observed = runtime::observe(&cri, &self.uid).await?;
                 match observed.current_sandbox() {
                     Some(s) if s.ready => s.clone(),
                     _ => return Ok(ERROR_DELAY),
                 }
             }
         };
-        self.write_status(pod, &observed, false).await;
 
         if let Err(e) = self.setup_volumes(pod, &sandbox.ip).await {
             return Ok(self.volume_failed(pod, &e));
         }
-        self.sync_probes(pod, &observed, &sandbox);
+        self.sync_probes(pod, observed, &sandbox);
 
         let spec = pod.spec.clone().unwrap_or_default();
         let mut changed = false;
-        let mut requeue = RESYNC;
+        let mut requeue = Self::resync();
         let mut initialized = true;
         for c in spec.init_containers.iter().flatten() {
-            match self.step(pod, c, true, &observed, &sandbox).await? {
+            match self.step(pod, c, true, observed, &sandbox).await? {
                 Step::Succeeded => continue,
                 Step::Failed | Step::Running => {}
                 Step::Waiting(d) => requeue = requeue.min(d),
@@ -341,21 +388,22 @@ impl Worker {
         }
         if initialized {
             for c in &spec.containers {
-                match self.step(pod, c, false, &observed, &sandbox).await? {
+                match self.step(pod, c, false, observed, &sandbox).await? {
                     Step::Waiting(d) => requeue = requeue.min(d),
                     Step::Changed => changed = true,
                     _ => {}
                 }
             }
         }
-        self.collect_garbage(&observed).await;
+        self.collect_garbage(observed).await;
         if changed {
-            observed = runtime::observe(&cri, &self.uid).await?;
-            self.sync_probes(pod, &observed, &sandbox);
-            self.write_status(pod, &observed, false).await;
-            requeue = Duration::ZERO;
-        } else {
-            self.write_status(pod, &observed, false).await;
+            *observed = runtime::observe(&cri, &self.uid).await?;
+            self.sync_probes(pod, observed, &sandbox);
+            // Look again at once unless every container now runs (then
+            // the runtime's relist wakes the worker when one stops).
+            if !(initialized && all_running(&spec.containers, observed)) {
+                requeue = Duration::ZERO;
+            }
         }
         if let Some(left) = self.deadline_left(pod) {
             requeue = requeue.min(left);
@@ -423,7 +471,7 @@ impl Worker {
                 return Ok(Step::Succeeded);
             }
             let restarts = latest.map_or(0, |l| l.restart_count + 1);
-            return self.start(pod, c, init, sandbox, restarts).await;
+            return self.start(pod, c, init, observed, sandbox, restarts).await;
         };
         let regarding = pod_ref(pod, Some(container_path(&c.name, init)));
         match l.state {
@@ -509,7 +557,7 @@ impl Worker {
                 }
                 self.backoff.retried(&key, failed_at);
                 let restarts = l.restart_count + 1;
-                self.start(pod, c, init, sandbox, restarts).await
+                self.start(pod, c, init, observed, sandbox, restarts).await
             }
         }
     }
@@ -570,12 +618,16 @@ impl Worker {
         pod: &Pod,
         c: &Container,
         init: bool,
+        observed: &Observed,
         sandbox: &Sandbox,
         restarts: i32,
     ) -> Result<Step, KubeletError> {
         let regarding = pod_ref(pod, Some(container_path(&c.name, init)));
         let sandbox_config = self.sandbox_config(pod, sandbox.attempt);
-        let image = match self.ensure_image(pod, c, &regarding, &sandbox_config).await {
+        let image = match self
+            .ensure_image(pod, c, &regarding, observed, &sandbox_config)
+            .await
+        {
             Ok(image) => image,
             Err((waiting, retry)) => {
                 self.waiting.insert(c.name.clone(), waiting);
@@ -639,6 +691,7 @@ impl Worker {
         pod: &Pod,
         c: &Container,
         regarding: &ObjectReference,
+        observed: &Observed,
         sandbox: &cri_api::PodSandboxConfig,
     ) -> Result<String, (Waiting, Duration)> {
         let recorder = self.shared.recorder.clone();
@@ -720,6 +773,9 @@ impl Worker {
                 left,
             ));
         }
+        // A pull may take long: show the pod as it is (ContainerCreating)
+        // first, as the reconcile writes its status only at its end.
+        self.write_status(pod, observed, false).await;
         recorder.normal(regarding, "Pulling", format!("Pulling image \"{image}\""));
         let auth = self.pull_auth(pod, &image).await;
         let started = std::time::Instant::now();
@@ -1142,9 +1198,10 @@ impl Worker {
         }
     }
 
-    /// Computes the status and writes what changed. `deleting`: the pod is
-    /// being deleted, so its phase is final.
-    async fn write_status(&mut self, pod: &Pod, observed: &Observed, deleting: bool) {
+    /// Computes the status and writes what changed; false if the
+    /// apiserver did not take it. `deleting`: the pod is being deleted, so
+    /// its phase is final.
+    async fn write_status(&mut self, pod: &Pod, observed: &Observed, deleting: bool) -> bool {
         let current = self.current(pod).into_owned();
         let health = self.health(&current, observed);
         let host_ip = self.shared.config.node_ip.to_string();
@@ -1171,10 +1228,10 @@ impl Worker {
             now: Timestamp::now(),
         });
         if status::repeats_last_write(self.written.as_ref(), rv_of(pod), &new) {
-            return;
+            return true;
         }
         let Some(patch) = status::patch(current.status.as_ref(), &new) else {
-            return;
+            return true;
         };
         let (ns, name) = name_of(pod);
         let api: Api<Pod> = Api::namespaced(self.shared.client.clone(), &ns);
@@ -1182,7 +1239,8 @@ impl Worker {
         let write = api.patch_status(&name, &params, &patch);
         match tokio::time::timeout(API_TIMEOUT, write).await {
             Err(_) => {
-                tracing::info!("the apiserver did not take the pod status in time; will retry")
+                tracing::info!("the apiserver did not take the pod status in time; will retry");
+                false
             }
             Ok(Ok(updated)) if updated.metadata.uid.as_deref() == Some(self.uid.as_str()) => {
                 tracing::debug!(phase = ?new.phase, "status written");
@@ -1190,11 +1248,16 @@ impl Worker {
                     self.written = Some((rv, new));
                     self.believed = Some((rv, status));
                 }
+                true
             }
             Ok(Ok(_)) => {
-                tracing::info!("the pod was replaced by another of the same name; status not ours")
+                tracing::info!("the pod was replaced by another of the same name; status not ours");
+                true
             }
-            Ok(Err(e)) => tracing::info!(error = %e, "cannot write the pod status; will retry"),
+            Ok(Err(e)) => {
+                tracing::info!(error = %e, "cannot write the pod status; will retry");
+                false
+            }
         }
     }
 
@@ -1343,6 +1406,15 @@ impl Worker {
             }
         }
     }
+}
+
+/// Whether the newest instance of every one of `containers` runs.
+fn all_running(containers: &[Container], observed: &Observed) -> bool {
+    containers.iter().all(|c| {
+        observed
+            .latest(&c.name)
+            .is_some_and(|l| l.state == State::Running)
+    })
 }
 
 /// Removes a pod's directory and logs.
