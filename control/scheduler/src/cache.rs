@@ -20,10 +20,66 @@ struct PodEntry {
     assumed: bool,
 }
 
+/// The nodes, in a stable order (so an attempt can start where the last
+/// one stopped), found by name through an index.
+#[derive(Debug, Default)]
+struct Nodes {
+    list: Vec<NodeInfo>,
+    index: HashMap<String, usize>,
+    /// How many of them exist (`present`).
+    present: usize,
+}
+
+impl Nodes {
+    #[cfg(test)]
+    fn get(&self, name: &str) -> Option<&NodeInfo> {
+        self.index.get(name).map(|&i| &self.list[i])
+    }
+
+    fn get_mut(&mut self, name: &str) -> Option<&mut NodeInfo> {
+        self.index.get(name).map(|&i| &mut self.list[i])
+    }
+
+    /// The node, added (not present) if unknown.
+    fn entry(&mut self, name: &str) -> &mut NodeInfo {
+        let i = match self.index.get(name) {
+            Some(&i) => i,
+            None => {
+                self.list.push(NodeInfo::named(name));
+                self.index.insert(name.to_string(), self.list.len() - 1);
+                self.list.len() - 1
+            }
+        };
+        &mut self.list[i]
+    }
+
+    fn remove(&mut self, name: &str) {
+        let Some(i) = self.index.remove(name) else {
+            return;
+        };
+        let gone = self.list.swap_remove(i);
+        if gone.present {
+            self.present -= 1;
+        }
+        if let Some(moved) = self.list.get(i) {
+            self.index.insert(moved.name.clone(), i);
+        }
+    }
+
+    fn names(&self) -> impl Iterator<Item = &String> {
+        self.index.keys()
+    }
+
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+}
+
 /// Nodes, pods on them, and RuntimeClasses.
 #[derive(Debug, Default)]
 pub struct Cache {
-    nodes: HashMap<String, NodeInfo>,
+    nodes: Nodes,
     /// Bound and assumed pods, by UID.
     pods: HashMap<String, PodEntry>,
     runtime_classes: HashMap<String, RuntimeClass>,
@@ -50,9 +106,11 @@ pub fn uid_of(pod: &Pod) -> String {
 }
 
 impl Cache {
-    /// The nodes that exist, with what their pods take.
-    pub fn nodes(&self) -> impl Iterator<Item = &NodeInfo> {
-        self.nodes.values().filter(|n| n.present)
+    /// Every node slot, with what its pods take, in a stable order (nodes
+    /// added go last; a removed one's slot takes the last one). Slots whose
+    /// node does not exist (`!present`) are to be skipped.
+    pub fn node_slots(&self) -> &[NodeInfo] {
+        &self.nodes.list
     }
 
     #[cfg(test)]
@@ -61,16 +119,19 @@ impl Cache {
     }
 
     pub fn node_count(&self) -> usize {
-        self.nodes().count()
+        self.nodes.present
     }
 
     /// Adds or updates a node; returns whether where pods fit may have changed.
     pub fn upsert_node(&mut self, node: &Node) -> bool {
         let name = node.metadata.name.as_deref().unwrap_or_default();
-        self.nodes
-            .entry(name.to_string())
-            .or_insert_with(|| NodeInfo::named(name))
-            .set_node(node)
+        let info = self.nodes.entry(name);
+        let was_present = info.present;
+        let changed = info.set_node(node);
+        if !was_present {
+            self.nodes.present += 1;
+        }
+        changed
     }
 
     /// Removes a node; its pods' accounting stays until they go.
@@ -78,8 +139,9 @@ impl Cache {
         if let Some(n) = self.nodes.get_mut(name) {
             if n.pods == 0 {
                 self.nodes.remove(name);
-            } else {
+            } else if n.present {
                 n.present = false;
+                self.nodes.present -= 1;
             }
         }
     }
@@ -88,7 +150,7 @@ impl Cache {
     pub fn retain_nodes(&mut self, names: &HashSet<String>) {
         let gone: Vec<String> = self
             .nodes
-            .keys()
+            .names()
             .filter(|n| !names.contains(*n))
             .cloned()
             .collect();
@@ -146,10 +208,7 @@ impl Cache {
     }
 
     fn insert(&mut self, uid: String, entry: PodEntry) {
-        self.nodes
-            .entry(entry.node.clone())
-            .or_insert_with(|| NodeInfo::named(&entry.node))
-            .add_pod(&entry.usage);
+        self.nodes.entry(&entry.node).add_pod(&entry.usage);
         self.pods.insert(uid, entry);
     }
 

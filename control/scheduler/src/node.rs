@@ -7,6 +7,7 @@ use crate::pod::normalize_image;
 use crate::resources::{PodRequests, Resources, node_allocatable};
 use k8s_openapi::api::core::v1::{Node, Taint};
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::hash::{BuildHasherDefault, Hasher};
 
 /// The node's `Ready` condition.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -18,6 +19,30 @@ pub enum Readiness {
     /// `Ready` is `Unknown`: the node stopped reporting.
     Unknown,
 }
+
+/// Hashes a spreading group as itself: groups are hashes already, and the
+/// spreading score looks one up per node per attempt.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct GroupHasher(u64);
+
+impl Hasher for GroupHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+/// Pods per spreading group.
+pub type Groups = HashMap<u64, u32, BuildHasherDefault<GroupHasher>>;
 
 /// What one pod takes on its node.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -51,7 +76,7 @@ pub struct NodeInfo {
     pub non_zero_memory: i64,
     pub pods: usize,
     /// Pods on the node by spreading group.
-    pub groups: HashMap<u64, u32>,
+    pub groups: Groups,
     /// The host ports the pods on the node hold, with how many hold each.
     pub host_ports: HashMap<HostPort, u32>,
 }
