@@ -4,7 +4,10 @@
 //! it: the pods are created (by 64 clients) before the scheduler starts,
 //! and the rate is measured from the scheduler's start to the last pod a
 //! watch sees bound, so it is the scheduler's own rate, not the create
-//! path's. The create rate is reported beside it.
+//! path's. The create rate is reported beside it, and so are the
+//! `Scheduled` events: how many were written by the time the last pod was
+//! bound, and how long after that the last of them came (the scheduler
+//! writes them after the bindings it reports; see `scheduler::events`).
 //!
 //! The apiserver and the scheduler run in a child process (this binary
 //! re-executed as `shoal-bench serve-scheduler`), as `shoal server` runs
@@ -16,7 +19,7 @@ use crate::report::{Latencies, emit};
 use anyhow::Context;
 use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::{Event, Node, Pod};
 use kube::api::{Api, ListParams, PostParams, WatchParams};
 use kube::core::WatchEvent;
 use std::collections::HashMap;
@@ -194,6 +197,34 @@ async fn watch_bound(
     Ok((bound, per_node))
 }
 
+/// Watches events from `rv`, sending when each `Scheduled` one was seen.
+async fn watch_scheduled_events(
+    events: Api<Event>,
+    mut rv: String,
+    seen: tokio::sync::mpsc::UnboundedSender<Instant>,
+) -> anyhow::Result<()> {
+    loop {
+        let mut stream = events.watch(&WatchParams::default(), &rv).await?.boxed();
+        while let Some(event) = stream.next().await {
+            let e = match event? {
+                WatchEvent::Added(e) => e,
+                WatchEvent::Bookmark(b) => {
+                    rv = b.metadata.resource_version;
+                    continue;
+                }
+                WatchEvent::Modified(_) | WatchEvent::Deleted(_) => continue,
+                WatchEvent::Error(e) => anyhow::bail!("the event watch failed: {e:?}"),
+            };
+            if let Some(v) = &e.metadata.resource_version {
+                rv.clone_from(v);
+            }
+            if e.reason.as_deref() == Some("Scheduled") && seen.send(Instant::now()).is_err() {
+                return Ok(());
+            }
+        }
+    }
+}
+
 pub async fn run(scale: f64) -> anyhow::Result<()> {
     let n = |x: f64| ((x * scale).round() as usize).max(1);
     let (node_count, pod_count) = (n(1000.0), n(10000.0));
@@ -224,7 +255,13 @@ pub async fn run(scale: f64) -> anyhow::Result<()> {
         .metadata
         .resource_version
         .unwrap_or_default();
-    let watcher = tokio::spawn(watch_bound(pods.clone(), rv, pod_count));
+    let watcher = tokio::spawn(watch_bound(pods.clone(), rv.clone(), pod_count));
+    let (events_tx, mut events_rx) = tokio::sync::mpsc::unbounded_channel();
+    let events = tokio::spawn(watch_scheduled_events(
+        Api::namespaced(client.clone(), "default"),
+        rv,
+        events_tx,
+    ));
 
     let started = Instant::now();
     concurrently(pod_count, {
@@ -248,6 +285,22 @@ pub async fn run(scale: f64) -> anyhow::Result<()> {
         .context("not every pod was bound within 10 minutes")???;
     let last = bound.values().max().copied().context("no pod bound")?;
     let elapsed = last - released;
+    // The events: those written by the last binding, then the rest.
+    let mut event_times = Vec::with_capacity(pod_count);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    while event_times.len() < pod_count {
+        match tokio::time::timeout_at(deadline, events_rx.recv()).await {
+            Ok(Some(at)) => event_times.push(at),
+            Ok(None) => break,
+            Err(_) => break,
+        }
+    }
+    events.abort();
+    let events_by_last_bound = event_times.iter().filter(|at| **at <= last).count();
+    let last_event_after = event_times
+        .iter()
+        .max()
+        .map_or(Duration::ZERO, |at| at.saturating_duration_since(last));
 
     let mut latency = Latencies::default();
     for at in bound.values() {
@@ -289,5 +342,26 @@ pub async fn run(scale: f64) -> anyhow::Result<()> {
     };
     emit("scheduler", "pods_per_node_max", most as f64, "pods", None);
     emit("scheduler", "pods_per_node_min", least as f64, "pods", None);
+    emit(
+        "scheduler",
+        "scheduled_events_by_last_bound",
+        events_by_last_bound as f64,
+        "events",
+        None,
+    );
+    emit(
+        "scheduler",
+        "scheduled_events_written",
+        event_times.len() as f64,
+        "events",
+        None,
+    );
+    emit(
+        "scheduler",
+        "last_scheduled_event_after_last_bound",
+        last_event_after.as_secs_f64() * 1000.0,
+        "ms",
+        None,
+    );
     Ok(())
 }
