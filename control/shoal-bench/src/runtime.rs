@@ -61,6 +61,8 @@ pub async fn run(scale: f64, parts: &[String]) -> anyhow::Result<()> {
             .await?;
         report_latency("cri_true_polled_create_start_exit", times.total, None);
         report_latency("cri_true_polled_start_to_exited", times.exit, None);
+        let version = bench.version_calls(n(1000.0)).await?;
+        report_latency("cri_version_call", version, None);
         bench.stop().await?;
     }
 

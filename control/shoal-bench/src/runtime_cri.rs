@@ -210,6 +210,18 @@ impl Bench {
         Ok(times)
     }
 
+    /// Times `n` Version calls: the floor of one CRI call on this socket
+    /// (gRPC over HTTP/2 on a unix socket, no runtime work).
+    pub async fn version_calls(&mut self, n: usize) -> anyhow::Result<Latencies> {
+        let mut times = Latencies::default();
+        for _ in 0..n {
+            let t = Instant::now();
+            self.rt.version(api::VersionRequest::default()).await?;
+            times.push(t.elapsed());
+        }
+        Ok(times)
+    }
+
     async fn poll_until_exited(
         &mut self,
         id: &str,

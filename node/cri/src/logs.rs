@@ -41,11 +41,20 @@ struct Inner {
 
 impl LogFile {
     /// Opens (creating it and its directory) the log at `path` for appending.
+    /// The kubelet creates the directory first, so the common case is one
+    /// `open` that creates the file: the directory is only made when that
+    /// fails for want of it, and an existing file's size only read when
+    /// there is one.
     pub fn open(path: &Path, max_bytes: u64, max_files: usize) -> io::Result<Self> {
-        if let Some(dir) = path.parent() {
-            fs::create_dir_all(dir)?;
-        }
-        let (file, size) = open_append(path)?;
+        let (file, size) = match open_append(path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                if let Some(dir) = path.parent() {
+                    fs::create_dir_all(dir)?;
+                }
+                open_append(path)?
+            }
+            other => other?,
+        };
         Ok(Self {
             path: path.to_owned(),
             max_bytes: max_bytes.max(1),
@@ -162,10 +171,18 @@ pub fn rotated(path: &Path, i: usize) -> PathBuf {
     PathBuf::from(s)
 }
 
+/// Opens `path` for appending, creating it; with its size (0 without a
+/// `stat` when this call created it).
 fn open_append(path: &Path) -> io::Result<(File, u64)> {
-    let file = OpenOptions::new().create(true).append(true).open(path)?;
-    let size = file.metadata()?.len();
-    Ok((file, size))
+    match OpenOptions::new().create_new(true).append(true).open(path) {
+        Ok(file) => Ok((file, 0)),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            let file = OpenOptions::new().append(true).open(path)?;
+            let size = file.metadata()?.len();
+            Ok((file, size))
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// One stream (`stdout` or `stderr`) of a container, turning guest writes
@@ -382,6 +399,21 @@ mod tests {
         out.write(b"after\n").unwrap();
         assert_eq!(records(&moved)[0].2, "before");
         assert_eq!(records(&path)[0].2, "after");
+    }
+
+    #[test]
+    fn open_makes_a_missing_directory_and_appends_to_an_existing_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("web").join("0.log");
+        let log = Arc::new(LogFile::open(&path, 1000, 2).unwrap());
+        StreamSink::new(log, "stdout").write(b"first\n").unwrap();
+        let size = fs::metadata(&path).unwrap().len();
+        // Opened again (a runtime restart): appends, and rotates counting
+        // what is there.
+        let log = Arc::new(LogFile::open(&path, size + 10, 2).unwrap());
+        StreamSink::new(log, "stdout").write(b"second\n").unwrap();
+        assert_eq!(records(&rotated(&path, 1))[0].2, "first");
+        assert_eq!(records(&path)[0].2, "second");
     }
 
     #[test]
