@@ -29,7 +29,7 @@ use crate::admission::{self, Tally};
 use crate::cri::labels;
 use crate::error::chain;
 use crate::events::pod_ref;
-use crate::runtime;
+use crate::runtime::{self, Fingerprint};
 use crate::worker::{PodUpdate, Worker, remove_pod_files};
 
 /// How often the runtime is relisted.
@@ -37,8 +37,16 @@ pub const RELIST: Duration = Duration::from_secs(1);
 /// How often housekeeping runs.
 const HOUSEKEEPING: Duration = Duration::from_secs(10);
 
-/// The wakers of the running workers, by pod UID.
-pub(crate) type Registry = Arc<Mutex<HashMap<String, Arc<Notify>>>>;
+/// A running worker, as the relister sees it: how to wake it, and the
+/// runtime state it last observed (woken only for a state it has not).
+#[derive(Debug, Default)]
+pub(crate) struct Waker {
+    pub notify: Arc<Notify>,
+    pub seen: Mutex<Option<Fingerprint>>,
+}
+
+/// The running workers, by pod UID.
+pub(crate) type Registry = Arc<Mutex<HashMap<String, Arc<Waker>>>>;
 
 struct Handle {
     updates: watch::Sender<PodUpdate>,
@@ -142,12 +150,12 @@ impl Manager {
         }
         self.tally.update(&uid, &pod);
         let (tx, rx) = watch::channel(PodUpdate::Present(Arc::new(pod)));
-        let wake = Arc::new(Notify::new());
+        let waker = Arc::new(Waker::default());
         self.registry
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(uid.clone(), wake.clone());
-        let worker = Worker::new(self.shared.clone(), uid.clone(), rx, wake);
+            .insert(uid.clone(), waker.clone());
+        let worker = Worker::new(self.shared.clone(), uid.clone(), rx, waker);
         self.workers.insert(uid.clone(), Handle { updates: tx });
         let done = done.clone();
         let span = tracing::info_span!("pod_worker", %uid);
@@ -204,8 +212,8 @@ impl Manager {
     }
 }
 
-/// What the relister compares: each container's and sandbox's state.
-type Snapshot = HashMap<String, Vec<(String, i32)>>;
+/// What the relister compares: each pod's sandbox and container states.
+type Snapshot = HashMap<String, Fingerprint>;
 
 fn snapshot(
     listed: &HashMap<String, (Vec<cri_api::PodSandbox>, Vec<cri_api::Container>)>,
@@ -213,15 +221,23 @@ fn snapshot(
     listed
         .iter()
         .map(|(uid, (sandboxes, containers))| {
-            let mut v: Vec<(String, i32)> = sandboxes
-                .iter()
-                .map(|s| (s.id.clone(), s.state))
-                .chain(containers.iter().map(|c| (c.id.clone(), c.state + 10)))
-                .collect();
-            v.sort();
-            (uid.clone(), v)
+            (
+                uid.clone(),
+                runtime::fingerprint_of_lists(sandboxes, containers),
+            )
         })
         .collect()
+}
+
+/// Whether the worker behind `waker` has yet to see the runtime state
+/// `now` of its pod (absent: the runtime holds nothing for it).
+fn unseen(waker: &Waker, now: Option<&Fingerprint>) -> bool {
+    let seen = waker.seen.lock().unwrap_or_else(|e| e.into_inner());
+    match (seen.as_ref(), now) {
+        (Some(seen), Some(now)) => seen != now,
+        (Some(seen), None) => !seen.is_empty(),
+        (None, _) => true,
+    }
 }
 
 /// Every [`RELIST`], lists the runtime and wakes the workers of pods whose
@@ -262,8 +278,10 @@ async fn relist(shared: Arc<Shared>, registry: Registry, synced: Arc<AtomicBool>
         if !changed.is_empty() {
             let reg = registry.lock().unwrap_or_else(|e| e.into_inner());
             for uid in changed {
-                if let Some(w) = reg.get(uid) {
-                    w.notify_one();
+                if let Some(w) = reg.get(uid)
+                    && unseen(w, now.get(uid))
+                {
+                    w.notify.notify_one();
                 }
             }
         }
@@ -325,5 +343,24 @@ async fn housekeeping(
                 remove_pod_files(&shared.config.data_dir, &uid);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_worker_is_woken_only_for_a_state_it_has_not_seen() {
+        let running: Fingerprint = vec![("c1".into(), 11), ("s1".into(), 0)];
+        let exited: Fingerprint = vec![("c1".into(), 12), ("s1".into(), 0)];
+        let w = Waker::default();
+        assert!(unseen(&w, Some(&running)), "a worker that saw nothing yet");
+        *w.seen.lock().unwrap() = Some(running.clone());
+        assert!(!unseen(&w, Some(&running)), "what it made itself");
+        assert!(unseen(&w, Some(&exited)), "the container exited since");
+        assert!(unseen(&w, None), "everything is gone from the runtime");
+        *w.seen.lock().unwrap() = Some(Vec::new());
+        assert!(!unseen(&w, None));
     }
 }

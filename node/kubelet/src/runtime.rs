@@ -108,6 +108,59 @@ impl Observed {
     }
 }
 
+/// A pod's sandboxes and containers with their states, sorted, to tell
+/// whether anything changed: sandboxes as `(id, CRI sandbox state)`,
+/// containers as `(id, 10 + CRI container state)`.
+pub type Fingerprint = Vec<(String, i32)>;
+
+/// The fingerprint of a pod's sandboxes and containers as listed.
+pub fn fingerprint_of_lists(
+    sandboxes: &[api::PodSandbox],
+    containers: &[api::Container],
+) -> Fingerprint {
+    let mut v: Fingerprint = sandboxes
+        .iter()
+        .map(|s| (s.id.clone(), s.state))
+        .chain(containers.iter().map(|c| (c.id.clone(), c.state + 10)))
+        .collect();
+    v.sort();
+    v
+}
+
+impl Observed {
+    /// The fingerprint of what was observed, comparable with
+    /// [`fingerprint_of_lists`].
+    pub fn fingerprint(&self) -> Fingerprint {
+        let sandbox = |ready: bool| {
+            if ready {
+                api::PodSandboxState::SandboxReady as i32
+            } else {
+                api::PodSandboxState::SandboxNotready as i32
+            }
+        };
+        let container = |state: State| {
+            10 + match state {
+                State::Created => api::ContainerState::ContainerCreated,
+                State::Running => api::ContainerState::ContainerRunning,
+                State::Exited => api::ContainerState::ContainerExited,
+                State::Unknown => api::ContainerState::ContainerUnknown,
+            } as i32
+        };
+        let mut v: Fingerprint = self
+            .sandboxes
+            .iter()
+            .map(|s| (s.id.clone(), sandbox(s.ready)))
+            .chain(
+                self.containers
+                    .iter()
+                    .map(|c| (c.id.clone(), container(c.state))),
+            )
+            .collect();
+        v.sort();
+        v
+    }
+}
+
 /// Reads what the runtime has for the pod with `uid`.
 pub async fn observe(cri: &Cri, uid: &str) -> Result<Observed, KubeletError> {
     let by_uid = selector(labels::POD_UID, uid);

@@ -35,6 +35,7 @@ use crate::env::{self, Facts, Sources};
 use crate::error::{KubeletError, chain, is_status};
 use crate::events::{container_path, pod_ref};
 use crate::images;
+use crate::pods::Waker;
 use crate::probes::{self, Kind, Probes};
 use crate::resources;
 use crate::runtime::{self, Observed, Sandbox, State};
@@ -100,6 +101,8 @@ pub struct Worker {
     uid: String,
     updates: watch::Receiver<PodUpdate>,
     wake: Arc<Notify>,
+    /// Where the relister reads what this worker last observed.
+    waker: Arc<Waker>,
     waiting: HashMap<String, Waiting>,
     backoff: Backoff,
     probes: Probes,
@@ -194,10 +197,12 @@ impl Worker {
         shared: Arc<Shared>,
         uid: String,
         updates: watch::Receiver<PodUpdate>,
-        wake: Arc<Notify>,
+        waker: Arc<Waker>,
     ) -> Self {
         let backoff = Backoff::new(shared.config.backoff);
+        let wake = waker.notify.clone();
         Worker {
+            waker,
             probes: Probes::new(wake.clone()),
             shared,
             uid,
@@ -266,6 +271,12 @@ impl Worker {
         }
     }
 
+    /// Tells the relister what the runtime held when last observed, so
+    /// that it wakes this worker only for what changed since.
+    fn saw(&self, observed: &Observed) {
+        *self.waker.seen.lock().unwrap_or_else(|e| e.into_inner()) = Some(observed.fingerprint());
+    }
+
     /// [`RESYNC`] and up to half of it again, at random.
     fn resync() -> Duration {
         use std::hash::{BuildHasher, Hasher};
@@ -291,6 +302,7 @@ impl Worker {
     async fn sync(&mut self, pod: &Pod) -> Result<Duration, KubeletError> {
         let mut observed = runtime::observe(&self.shared.cri, &self.uid).await?;
         let result = self.advance(pod, &mut observed).await;
+        self.saw(&observed);
         if self.write_status(pod, &observed, false).await {
             self.status_retry = STATUS_RETRY;
             result
@@ -817,10 +829,13 @@ impl Worker {
                     "Failed",
                     format!("Error: {}", reason::ERR_IMAGE_PULL),
                 );
+                // Look again soon: the container then waits in
+                // ImagePullBackOff until the back-off ends.
                 let left = self
                     .backoff
                     .remaining_since_last(&key, SystemTime::now())
-                    .unwrap_or(ERROR_DELAY);
+                    .unwrap_or(ERROR_DELAY)
+                    .min(ERROR_DELAY);
                 Err((
                     Waiting {
                         reason: reason::ERR_IMAGE_PULL.into(),
