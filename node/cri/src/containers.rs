@@ -118,23 +118,15 @@ impl Runtime {
         };
         let log_path = (!pod_config.log_directory.is_empty() && !config.log_path.is_empty())
             .then(|| PathBuf::from(&pod_config.log_directory).join(&config.log_path));
-        let rec = ContainerRecord {
-            id: id.clone(),
-            pod_id: pod_id.clone(),
+        let rec = ContainerRecord::created(
+            id.clone(),
+            pod_id.clone(),
             config,
-            image: info,
+            info,
             spec,
             log_path,
-            phase: Phase::Created,
-            created_at: now_ns(),
-            started_at: 0,
-            finished_at: 0,
-            exit_code: 0,
-            reason: String::new(),
-            message: String::new(),
-            cpu_nanos: 0,
-            memory_bytes: 0,
-        };
+            now_ns(),
+        );
 
         let mut t = self.tables();
         let key = ContainerRecord::name_key(&pod_id, &rec.config);

@@ -116,6 +116,35 @@ pub(crate) struct ContainerRecord {
 }
 
 impl ContainerRecord {
+    /// A container just created: phase Created, not yet run.
+    pub fn created(
+        id: String,
+        pod_id: String,
+        config: ContainerConfig,
+        image: ImageInfo,
+        spec: Spec,
+        log_path: Option<PathBuf>,
+        created_at: i64,
+    ) -> Self {
+        Self {
+            id,
+            pod_id,
+            config,
+            image,
+            spec,
+            log_path,
+            phase: Phase::Created,
+            created_at,
+            started_at: 0,
+            finished_at: 0,
+            exit_code: 0,
+            reason: String::new(),
+            message: String::new(),
+            cpu_nanos: 0,
+            memory_bytes: 0,
+        }
+    }
+
     /// The identity CreateContainer is idempotent on: pod, name, attempt.
     pub fn name_key(pod_id: &str, config: &ContainerConfig) -> String {
         let m = config.metadata.clone().unwrap_or_default();
@@ -519,28 +548,16 @@ mod tests {
     }
 
     fn container(id: &str, pod_id: &str, phase: Phase) -> ContainerRecord {
-        ContainerRecord {
-            id: id.into(),
-            pod_id: pod_id.into(),
-            config: ContainerConfig::default(),
-            image: ImageInfo {
-                id: "sha256:00".into(),
-                name: "hello".into(),
-                image_ref: "sha256:00".into(),
-                path: "/images/00".into(),
-            },
-            spec: Spec::default(),
-            log_path: None,
-            phase,
-            created_at: 1,
-            started_at: 0,
-            finished_at: 0,
-            exit_code: 0,
-            reason: String::new(),
-            message: String::new(),
-            cpu_nanos: 0,
-            memory_bytes: 0,
-        }
+        let image = ImageInfo {
+            id: "sha256:00".into(),
+            name: "hello".into(),
+            image_ref: "sha256:00".into(),
+            path: "/images/00".into(),
+        };
+        let config = ContainerConfig::default();
+        let spec = Spec::default();
+        let rec = ContainerRecord::created(id.into(), pod_id.into(), config, image, spec, None, 1);
+        ContainerRecord { phase, ..rec }
     }
 
     fn ids(records: &Records) -> (Vec<String>, Vec<(String, Phase)>) {

@@ -234,7 +234,7 @@ mod tests {
 
     use super::*;
     use crate::ipam::{Cidr, Ipam};
-    use crate::records::{ImageInfo, Phase};
+    use crate::records::ImageInfo;
     use crate::spec::Spec;
 
     fn labels(pairs: &[(&str, &str)]) -> HashMap<String, String> {
@@ -264,39 +264,26 @@ mod tests {
     }
 
     fn container(id: &str, pod_id: &str, uid: &str, name: &str) -> Container {
+        let config = ContainerConfig {
+            metadata: Some(ContainerMetadata {
+                name: name.into(),
+                attempt: 0,
+            }),
+            labels: labels(&[
+                ("io.kubernetes.pod.uid", uid),
+                ("io.kubernetes.container.name", name),
+            ]),
+            ..Default::default()
+        };
+        let image = ImageInfo {
+            id: "sha256:00".into(),
+            name: "hello".into(),
+            image_ref: "sha256:00".into(),
+            path: "/images/00".into(),
+        };
+        let spec = Spec::default();
         Container {
-            rec: ContainerRecord {
-                id: id.into(),
-                pod_id: pod_id.into(),
-                config: ContainerConfig {
-                    metadata: Some(ContainerMetadata {
-                        name: name.into(),
-                        attempt: 0,
-                    }),
-                    labels: labels(&[
-                        ("io.kubernetes.pod.uid", uid),
-                        ("io.kubernetes.container.name", name),
-                    ]),
-                    ..Default::default()
-                },
-                image: ImageInfo {
-                    id: "sha256:00".into(),
-                    name: "hello".into(),
-                    image_ref: "sha256:00".into(),
-                    path: "/images/00".into(),
-                },
-                spec: Spec::default(),
-                log_path: None,
-                phase: Phase::Created,
-                created_at: 1,
-                started_at: 0,
-                finished_at: 0,
-                exit_code: 0,
-                reason: String::new(),
-                message: String::new(),
-                cpu_nanos: 0,
-                memory_bytes: 0,
-            },
+            rec: ContainerRecord::created(id.into(), pod_id.into(), config, image, spec, None, 1),
             live: None,
             done: watch::Sender::new(false),
             core_module: true,
