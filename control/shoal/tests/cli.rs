@@ -4,18 +4,10 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use testbed::shoal;
+use testbed::{free_port, shoal};
 
 /// The binary under test.
 const SHOAL: &str = env!("CARGO_BIN_EXE_shoal");
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 #[test]
 fn help_lists_every_component() {

@@ -12,7 +12,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, PostParams};
 use serde_json::json;
-use testbed::{NodeOptions, ShoalNode, ShoalServer, shoal, wait_until};
+use testbed::{NodeOptions, ShoalNode, ShoalServer, node_ip, shoal, wait_until};
 
 /// How long any one wait may take (debug builds, a loaded machine).
 const DEADLINE: Duration = Duration::from_secs(120);
@@ -141,12 +141,6 @@ async fn server_and_token_go_together() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A loopback address for this test process's node (127.3.0.0/16, by pid).
-fn node_ip() -> String {
-    let n = std::process::id() % (256 * 254);
-    format!("127.3.{}.{}", n / 254, n % 254 + 1)
-}
-
 fn ready(node: &Node) -> bool {
     node.status
         .as_ref()
@@ -159,7 +153,7 @@ async fn a_node_joins_with_the_token_and_runs_a_pod() -> anyhow::Result<()> {
     let server = ShoalServer::start(shoal_bin(), &[])?;
     let admin = kubelet::client_from_kubeconfig(&server.kubeconfig()).await?;
     let name = "joined-0";
-    let node_ip = node_ip();
+    let node_ip = node_ip(0);
     let node = ShoalNode::join(
         shoal_bin(),
         &server,

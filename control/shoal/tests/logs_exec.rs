@@ -13,19 +13,13 @@ use anyhow::Context as _;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, PostParams};
 use serde_json::json;
-use testbed::{NodeOptions, ShoalNode, ShoalServer, wait_until};
+use testbed::{NodeOptions, ShoalNode, ShoalServer, node_ip, wait_until};
 
 /// How long any one wait may take (debug builds, a loaded machine).
 const DEADLINE: Duration = Duration::from_secs(120);
 
 fn shoal_bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_shoal"))
-}
-
-/// A loopback address for this test process's node (127.4.0.0/16, by pid).
-fn node_ip() -> String {
-    let n = std::process::id() % (256 * 254);
-    format!("127.4.{}.{}", n / 254, n % 254 + 1)
 }
 
 /// A server and one node joined to it with the token, killed on drop
@@ -41,7 +35,7 @@ const NODE: &str = "streams-0";
 impl Cluster {
     async fn start() -> anyhow::Result<Cluster> {
         let server = ShoalServer::start(shoal_bin(), &[])?;
-        let node_ip = node_ip();
+        let node_ip = node_ip(0);
         let node = ShoalNode::join(
             shoal_bin(),
             &server,
