@@ -370,6 +370,22 @@ impl Cri {
 }
 
 impl Cri {
+    /// Opens the runtime's container event stream (GetContainerEvents):
+    /// every container and sandbox change from now on. No deadline: the
+    /// stream lasts until the runtime ends it.
+    pub async fn container_events(
+        &self,
+    ) -> Result<tonic::Streaming<api::ContainerEventResponse>, KubeletError> {
+        let mut rt = self.rt.clone();
+        Ok(rt
+            .get_container_events(tonic::Request::new(api::GetEventsRequest {}))
+            .await
+            .map_err(failed("GetContainerEvents"))?
+            .into_inner())
+    }
+}
+
+impl Cri {
     /// Asks the runtime to prepare a streaming exec; returns the URL its
     /// streaming server serves it at.
     pub async fn exec(&self, request: api::ExecRequest) -> Result<String, KubeletError> {

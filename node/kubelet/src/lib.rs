@@ -7,8 +7,9 @@
 //! The parts, one concept each:
 //!
 //! - `node`: the Node object and its status; `lease`: the heartbeat.
-//! - `pods`: the watch over the node's pods, one worker per pod, the
-//!   runtime relister and housekeeping; `admission`: whether the node
+//! - `pods`: the watch over the node's pods, one worker per pod and
+//!   housekeeping; `pleg`: the runtime's container events (relisting as
+//!   a fallback) waking the workers; `admission`: whether the node
 //!   takes a pod, on running totals; `worker`: the per-pod
 //!   reconcile (sandbox, image, init containers, containers, restarts,
 //!   probes, deletion); `runtime`: what the runtime holds for a pod.
@@ -37,6 +38,7 @@ pub mod images;
 mod lease;
 mod node;
 mod objects;
+pub mod pleg;
 mod pods;
 pub mod probes;
 pub mod quantity;

@@ -1,9 +1,10 @@
 //! The pods of this node: a kube-runtime watcher over the pods bound to it
 //! (`fieldSelector=spec.nodeName=NODE`) feeds one [`Worker`] per pod UID;
-//! admission (`admission`) refuses a new pod the node cannot hold; a relister (the kubelet's PLEG) lists the
-//! runtime's containers every second and wakes the workers of pods whose
-//! containers changed; housekeeping removes what the runtime still holds
-//! for pods that are gone.
+//! admission (`admission`) refuses a new pod the node cannot hold; the
+//! PLEG (`pleg`: the runtime's container events, relisting as a fallback)
+//! wakes the workers of pods whose containers changed; housekeeping, on
+//! the PLEG's relists, removes what the runtime still holds for pods that
+//! are gone.
 //!
 //! When the apiserver is out of reach the watcher retries with back-off and
 //! the workers keep the last pod they were given, so pods keep running and
@@ -11,8 +12,8 @@
 //! the pods have been listed once.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -21,7 +22,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::{mpsc, watch};
 use tracing::Instrument;
 
 use crate::Shared;
@@ -29,24 +30,11 @@ use crate::admission::{self, Tally};
 use crate::cri::labels;
 use crate::error::chain;
 use crate::events::pod_ref;
-use crate::runtime::{self, Fingerprint};
+use crate::pleg::{Listed, Pleg, Registry, Waker};
 use crate::worker::{PodUpdate, Worker, remove_pod_files};
 
-/// How often the runtime is relisted.
-pub const RELIST: Duration = Duration::from_secs(1);
 /// How often housekeeping runs.
 const HOUSEKEEPING: Duration = Duration::from_secs(10);
-
-/// A running worker, as the relister sees it: how to wake it, and the
-/// runtime state it last observed (woken only for a state it has not).
-#[derive(Debug, Default)]
-pub(crate) struct Waker {
-    pub notify: Arc<Notify>,
-    pub seen: Mutex<Option<Fingerprint>>,
-}
-
-/// The running workers, by pod UID.
-pub(crate) type Registry = Arc<Mutex<HashMap<String, Arc<Waker>>>>;
 
 struct Handle {
     updates: watch::Sender<PodUpdate>,
@@ -60,10 +48,18 @@ fn uid_of(pod: &Pod) -> String {
 pub(crate) async fn run(shared: Arc<Shared>, shutdown: impl std::future::Future<Output = ()>) {
     let registry: Registry = Arc::default();
     let synced = Arc::new(AtomicBool::new(false));
-    let relister = tokio::spawn(
-        relist(shared.clone(), registry.clone(), synced.clone())
-            .instrument(tracing::info_span!("relist")),
-    );
+    let pleg = Pleg::new(shared.cri.clone(), registry.clone());
+    let relister = tokio::spawn({
+        let (shared, registry, synced) = (shared.clone(), registry.clone(), synced.clone());
+        let mut last_housekeeping = tokio::time::Instant::now();
+        pleg.run(async move |listed: Listed| {
+            if synced.load(Ordering::SeqCst) && last_housekeeping.elapsed() >= HOUSEKEEPING {
+                last_housekeeping = tokio::time::Instant::now();
+                housekeeping(&shared, &registry, listed).await;
+            }
+        })
+        .instrument(tracing::info_span!("pleg"))
+    });
     let api: Api<Pod> = Api::all(shared.client.clone());
     let config =
         watcher::Config::default().fields(&format!("spec.nodeName={}", shared.config.node_name));
@@ -212,94 +208,9 @@ impl Manager {
     }
 }
 
-/// What the relister compares: each pod's sandbox and container states.
-type Snapshot = HashMap<String, Fingerprint>;
-
-fn snapshot(
-    listed: &HashMap<String, (Vec<cri_api::PodSandbox>, Vec<cri_api::Container>)>,
-) -> Snapshot {
-    listed
-        .iter()
-        .map(|(uid, (sandboxes, containers))| {
-            (
-                uid.clone(),
-                runtime::fingerprint_of_lists(sandboxes, containers),
-            )
-        })
-        .collect()
-}
-
-/// Whether the worker behind `waker` has yet to see the runtime state
-/// `now` of its pod (absent: the runtime holds nothing for it).
-fn unseen(waker: &Waker, now: Option<&Fingerprint>) -> bool {
-    let seen = waker.seen.lock().unwrap_or_else(|e| e.into_inner());
-    match (seen.as_ref(), now) {
-        (Some(seen), Some(now)) => seen != now,
-        (Some(seen), None) => !seen.is_empty(),
-        (None, _) => true,
-    }
-}
-
-/// Every [`RELIST`], lists the runtime and wakes the workers of pods whose
-/// sandboxes or containers changed; every [`HOUSEKEEPING`], once the pods
-/// have been listed, removes what the runtime holds for pods with no
-/// worker.
-async fn relist(shared: Arc<Shared>, registry: Registry, synced: Arc<AtomicBool>) {
-    let mut previous: Snapshot = HashMap::new();
-    let mut tick = tokio::time::interval(RELIST);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last_housekeeping = tokio::time::Instant::now();
-    let mut failing = false;
-    loop {
-        tick.tick().await;
-        let listed = match runtime::by_pod(&shared.cri).await {
-            Ok(l) => {
-                if failing {
-                    tracing::info!("the container runtime answers again");
-                    failing = false;
-                }
-                l
-            }
-            Err(e) => {
-                if !failing {
-                    tracing::warn!(error = %chain(&e), "cannot list the runtime's containers");
-                    failing = true;
-                }
-                continue;
-            }
-        };
-        let now = snapshot(&listed);
-        let changed: Vec<&String> = now
-            .iter()
-            .filter(|(uid, v)| previous.get(*uid) != Some(v))
-            .map(|(uid, _)| uid)
-            .chain(previous.keys().filter(|uid| !now.contains_key(*uid)))
-            .collect();
-        if !changed.is_empty() {
-            let reg = registry.lock().unwrap_or_else(|e| e.into_inner());
-            for uid in changed {
-                if let Some(w) = reg.get(uid)
-                    && unseen(w, now.get(uid))
-                {
-                    w.notify.notify_one();
-                }
-            }
-        }
-        previous = now;
-        if synced.load(Ordering::SeqCst) && last_housekeeping.elapsed() >= HOUSEKEEPING {
-            last_housekeeping = tokio::time::Instant::now();
-            housekeeping(&shared, &registry, listed).await;
-        }
-    }
-}
-
 /// Stops and removes the sandboxes and containers of pods that have no
 /// worker (deleted while the kubelet was away), and their files.
-async fn housekeeping(
-    shared: &Shared,
-    registry: &Registry,
-    listed: HashMap<String, (Vec<cri_api::PodSandbox>, Vec<cri_api::Container>)>,
-) {
+async fn housekeeping(shared: &Shared, registry: &Registry, listed: Listed) {
     let known: HashSet<String> = registry
         .lock()
         .unwrap_or_else(|e| e.into_inner())
@@ -343,24 +254,5 @@ async fn housekeeping(
                 remove_pod_files(&shared.config.data_dir, &uid);
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_worker_is_woken_only_for_a_state_it_has_not_seen() {
-        let running: Fingerprint = vec![("c1".into(), 11), ("s1".into(), 0)];
-        let exited: Fingerprint = vec![("c1".into(), 12), ("s1".into(), 0)];
-        let w = Waker::default();
-        assert!(unseen(&w, Some(&running)), "a worker that saw nothing yet");
-        *w.seen.lock().unwrap() = Some(running.clone());
-        assert!(!unseen(&w, Some(&running)), "what it made itself");
-        assert!(unseen(&w, Some(&exited)), "the container exited since");
-        assert!(unseen(&w, None), "everything is gone from the runtime");
-        *w.seen.lock().unwrap() = Some(Vec::new());
-        assert!(!unseen(&w, None));
     }
 }

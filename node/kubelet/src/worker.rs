@@ -35,7 +35,7 @@ use crate::env::{self, Facts, Sources};
 use crate::error::{KubeletError, chain, is_status};
 use crate::events::{container_path, pod_ref};
 use crate::images;
-use crate::pods::Waker;
+use crate::pleg::Waker;
 use crate::probes::{self, Kind, Probes};
 use crate::resources;
 use crate::runtime::{self, Observed, Sandbox, State};
@@ -101,7 +101,7 @@ pub struct Worker {
     uid: String,
     updates: watch::Receiver<PodUpdate>,
     wake: Arc<Notify>,
-    /// Where the relister reads what this worker last observed.
+    /// What the PLEG wakes this worker with, and what it last observed.
     waker: Arc<Waker>,
     waiting: HashMap<String, Waiting>,
     backoff: Backoff,
@@ -265,16 +265,17 @@ impl Worker {
                         }
                     }
                     () = self.wake.notified() => break,
+                    () = self.waker.runtime_changed() => break,
                     () = tokio::time::sleep_until(deadline) => break,
                 }
             }
         }
     }
 
-    /// Tells the relister what the runtime held when last observed, so
-    /// that it wakes this worker only for what changed since.
+    /// Tells the PLEG what the runtime held when last observed, so that
+    /// this worker is woken only for what changed since.
     fn saw(&self, observed: &Observed) {
-        *self.waker.seen.lock().unwrap_or_else(|e| e.into_inner()) = Some(observed.fingerprint());
+        self.waker.saw(observed.fingerprint());
     }
 
     /// [`RESYNC`] and up to half of it again, at random.
@@ -412,7 +413,7 @@ impl Worker {
             *observed = runtime::observe(&cri, &self.uid).await?;
             self.sync_probes(pod, observed, &sandbox);
             // Look again at once unless every container now runs (then
-            // the runtime's relist wakes the worker when one stops).
+            // the PLEG wakes the worker when one stops).
             if !(initialized && all_running(&spec.containers, observed)) {
                 requeue = Duration::ZERO;
             }
