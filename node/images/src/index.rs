@@ -46,11 +46,16 @@ impl Index {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Index::default()),
             Err(e) => return Err(ImageError::io("read", path)(e)),
         };
+        Index::parse(&bytes, path)
+    }
+
+    /// Parses and checks the bytes of the index file at `path`.
+    pub(crate) fn parse(bytes: &[u8], path: &Path) -> Result<Index, ImageError> {
         let corrupt = |reason: String| ImageError::Corrupt {
             path: path.to_path_buf(),
             reason,
         };
-        let index: Index = serde_json::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))?;
+        let index: Index = serde_json::from_slice(bytes).map_err(|e| corrupt(e.to_string()))?;
         if index.version != VERSION {
             return Err(corrupt(format!(
                 "format version {}, this build reads {VERSION}",

@@ -14,6 +14,7 @@
 //! tar.gz) holding the `.wasm` file (`FROM scratch` + `COPY app.wasm /`; the
 //! config's `Entrypoint` picks the file if the layer holds several).
 
+mod cached;
 mod client;
 mod digest;
 mod disk;

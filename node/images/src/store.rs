@@ -2,6 +2,7 @@
 //! removing images, and the one place an image is committed (its blob moved
 //! into place and the index rewritten, under the store lock).
 
+use crate::cached::CachedIndex;
 use crate::disk::{Disk, FillError, Lock, TempFile};
 use crate::index::Index;
 use crate::{Image, ImageError, RegistryConfig, Usage, digest, reference, wasm};
@@ -21,6 +22,8 @@ pub struct ImageStore {
 struct Inner {
     disk: Disk,
     config: RegistryConfig,
+    /// The index as last parsed, while its file is unchanged.
+    index: CachedIndex,
 }
 
 /// The module bytes of an image being committed.
@@ -53,6 +56,7 @@ impl ImageStore {
             inner: Arc::new(Inner {
                 disk,
                 config: RegistryConfig::default(),
+                index: CachedIndex::default(),
             }),
         })
     }
@@ -63,6 +67,7 @@ impl ImageStore {
             inner: Arc::new(Inner {
                 disk: self.inner.disk.clone(),
                 config,
+                index: CachedIndex::default(),
             }),
         }
     }
@@ -124,7 +129,7 @@ impl ImageStore {
     /// The image a reference (tag or repo digest, normalised; or a `file://`
     /// URL), an image id (`sha256:<hex>`) or a unique id prefix names.
     pub fn status(&self, reference: &str) -> Result<Option<Image>, ImageError> {
-        let index = Index::load(&self.inner.disk.index)?;
+        let index = self.index()?;
         Ok(index
             .lookup(reference)?
             .map(|id| self.image(&id, &index.images[&id])))
@@ -132,7 +137,7 @@ impl ImageStore {
 
     /// Every image, by id.
     pub fn list(&self) -> Result<Vec<Image>, ImageError> {
-        let index = Index::load(&self.inner.disk.index)?;
+        let index = self.index()?;
         Ok(index
             .images
             .iter()
@@ -152,6 +157,7 @@ impl ImageStore {
         };
         index.images.remove(&id);
         disk.write_atomic(&disk.index, &index.to_bytes())?;
+        self.inner.index.forget();
         let hex = digest::sha256_hex(&id).expect("index ids are sha256 digests");
         let path = disk.blob(hex);
         match std::fs::remove_file(&path) {
@@ -226,6 +232,7 @@ impl ImageStore {
             index.record(&id, size, Some(name), annotations.clone());
         }
         disk.write_atomic(&disk.index, &index.to_bytes())?;
+        self.inner.index.forget();
         drop(lock);
         Ok(self.image(&id, &index.images[&id]))
     }
@@ -243,7 +250,7 @@ impl ImageStore {
 
     /// The image recorded under the repo digest `name`, if any.
     pub(crate) fn by_name(&self, name: &str) -> Result<Option<Image>, ImageError> {
-        let index = Index::load(&self.inner.disk.index)?;
+        let index = self.index()?;
         Ok(index
             .images
             .iter()
@@ -253,7 +260,13 @@ impl ImageStore {
 
     /// The id of an image pulled under the manifest digest `manifest`.
     pub(crate) fn by_manifest(&self, manifest: &str) -> Result<Option<String>, ImageError> {
-        Ok(Index::load(&self.inner.disk.index)?.by_manifest(manifest))
+        Ok(self.index()?.by_manifest(manifest))
+    }
+
+    /// The index as it is on disk now (parsed once per version of the
+    /// file; writers read it afresh under the lock instead).
+    fn index(&self) -> Result<Arc<Index>, ImageError> {
+        self.inner.index.get(&self.inner.disk.index)
     }
 
     fn image(&self, id: &str, entry: &crate::index::Entry) -> Image {

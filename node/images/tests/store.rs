@@ -277,3 +277,35 @@ fn usage_counts_the_store_files() {
     assert!(used.bytes >= empty.bytes + image.size, "{used:?} {empty:?}");
     assert!(used.inodes > empty.inodes);
 }
+
+#[test]
+fn a_store_sees_at_once_what_another_store_on_its_directory_wrote() {
+    // Two stores on one directory, as `shoal cri` and `shoal image import`
+    // in two processes: each keeps its own parsed index.
+    let (_dir, cri) = store();
+    let import = ImageStore::open(cri.dir()).unwrap();
+    assert!(cri.status("app:v1").unwrap().is_none());
+
+    let first = import
+        .import(Path::new(artifacts::HELLO), "app:v1")
+        .unwrap();
+    assert_eq!(cri.status("app:v1").unwrap().unwrap().id, first.id);
+    // Parsed once, then served from memory while the file stays the same.
+    assert_eq!(cri.status("app:v1").unwrap().unwrap().id, first.id);
+
+    // The tag moves; then the moved-to image is removed: each rewrite of
+    // the index is seen by the next lookup.
+    let second = import
+        .import(Path::new(artifacts::BATCH_PI), "app:v1")
+        .unwrap();
+    assert_eq!(cri.status("app:v1").unwrap().unwrap().id, second.id);
+    assert_eq!(cri.list().unwrap().len(), 2);
+    import.remove(&second.id).unwrap();
+    assert!(cri.status("app:v1").unwrap().is_none());
+    assert_eq!(cri.list().unwrap().len(), 1);
+
+    // And the other way round: this store's own writes are seen by both.
+    cri.import(Path::new(artifacts::HELLO), "app:v2").unwrap();
+    assert_eq!(import.status("app:v2").unwrap().unwrap().id, first.id);
+    assert_eq!(cri.status("app:v2").unwrap().unwrap().id, first.id);
+}
