@@ -5,7 +5,9 @@
 //!
 //! - `burst`: 100, then 1,000 pods created at once (50 create requests in
 //!   flight), measuring how a batch queues behind the node's throughput
-//!   (`burst_N_*`: startup and create-to-bound p50/p99, pods/s).
+//!   (`burst_N_*`: startup and create-to-bound p50/p99, pods/s, and the
+//!   CPU time the `shoal node` and `shoal server` processes spent per pod
+//!   from the first create to the last pod Running, from `/proc`).
 //! - `density`: as Kubernetes' node e2e density test, with 0, 100 and
 //!   1,000 pods already Running on the node, 30 more created one at a
 //!   time, each waited for (`density_N_*`: startup and create-to-bound
@@ -137,11 +139,73 @@ async fn watch_running(
     Ok(seen)
 }
 
+/// Clock ticks per second of `/proc/PID/stat`'s times (`USER_HZ`, 100 on
+/// every Linux architecture Shoal builds for).
+const USER_HZ: f64 = 100.0;
+
+/// The CPU time (user and system, all threads) of this process's child
+/// started as `shoal ROLE` (`node`, `server`), if there is one.
+fn child_cpu(role: &str) -> Option<Duration> {
+    let me = std::process::id().to_string();
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let path = entry.path();
+        let Ok(stat) = std::fs::read_to_string(path.join("stat")) else {
+            continue;
+        };
+        // `PID (COMM) STATE PPID ...`: the fields after the command name.
+        let Some(rest) = stat.rsplit_once(") ").map(|(_, r)| r) else {
+            continue;
+        };
+        let fields: Vec<&str> = rest.split(' ').collect();
+        if fields.get(1) != Some(&me.as_str()) {
+            continue;
+        }
+        let cmdline = std::fs::read(path.join("cmdline")).unwrap_or_default();
+        let mut args = cmdline.split(|b| *b == 0);
+        args.next();
+        if args.next() != Some(role.as_bytes()) {
+            continue;
+        }
+        // utime and stime are fields 14 and 15 of stat, 12 and 13 here.
+        let ticks: f64 = fields[11].parse::<f64>().ok()? + fields[12].parse::<f64>().ok()?;
+        return Some(Duration::from_secs_f64(ticks / USER_HZ));
+    }
+    None
+}
+
+/// The CPU time of the node and server processes so far.
+#[derive(Clone, Copy, Debug)]
+struct Cpu {
+    node: Option<Duration>,
+    server: Option<Duration>,
+}
+
+impl Cpu {
+    fn now() -> Cpu {
+        Cpu {
+            node: child_cpu("node"),
+            server: child_cpu("server"),
+        }
+    }
+
+    /// The CPU spent since `before`.
+    fn since(self, before: Cpu) -> Cpu {
+        let d = |a: Option<Duration>, b: Option<Duration>| Some(a?.saturating_sub(b?));
+        Cpu {
+            node: d(self.node, before.node),
+            server: d(self.server, before.server),
+        }
+    }
+}
+
 /// One batch's figures.
 struct Batch {
     startup: Latencies,
     bound: Latencies,
     elapsed: Duration,
+    /// The node's and server's CPU from the first create to the last pod
+    /// Running.
+    cpu: Cpu,
 }
 
 /// Creates `count` pods labelled `batch` with `in_flight` requests at once,
@@ -160,6 +224,7 @@ async fn run_batch(
         .resource_version
         .unwrap_or_default();
     let watcher = tokio::spawn(watch_running(pods.clone(), batch.to_owned(), rv, count));
+    let cpu_before = Cpu::now();
     let started = Instant::now();
     let created: HashMap<String, Instant> = futures::stream::iter(0..count)
         .map(|i| async move {
@@ -183,6 +248,7 @@ async fn run_batch(
         startup: Latencies::default(),
         bound: Latencies::default(),
         elapsed: Duration::ZERO,
+        cpu: Cpu::now().since(cpu_before),
     };
     for (name, at) in &created {
         let running = seen
@@ -237,6 +303,17 @@ fn report(prefix: &str, mut b: Batch, throughput: Option<usize>) {
             "pods/s",
             None,
         );
+        for (process, cpu) in [("node", b.cpu.node), ("server", b.cpu.server)] {
+            if let Some(cpu) = cpu {
+                emit(
+                    SUITE,
+                    &name(&format!("{process}_cpu_per_pod")),
+                    cpu.as_secs_f64() * 1000.0 / count as f64,
+                    "ms",
+                    None,
+                );
+            }
+        }
     }
 }
 
@@ -316,6 +393,10 @@ async fn measure(
                 startup: Latencies::default(),
                 bound: Latencies::default(),
                 elapsed: Duration::ZERO,
+                cpu: Cpu {
+                    node: None,
+                    server: None,
+                },
             };
             for i in 0..n(30.0) {
                 let b = run_batch(&pods, &format!("d{background}-{i}"), "density", 1, 1).await?;

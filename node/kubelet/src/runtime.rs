@@ -161,6 +161,22 @@ impl Observed {
     }
 }
 
+/// A sandbox from its status (as [`observe`] reads it).
+pub fn sandbox_of(s: api::PodSandboxStatus) -> Sandbox {
+    let ready = s.state == api::PodSandboxState::SandboxReady as i32;
+    Sandbox {
+        attempt: s.metadata.as_ref().map_or(0, |m| m.attempt),
+        ip: if ready {
+            s.network.map(|n| n.ip).unwrap_or_default()
+        } else {
+            String::new()
+        },
+        id: s.id,
+        ready,
+        created_at: s.created_at,
+    }
+}
+
 /// Reads what the runtime has for the pod with `uid`.
 pub async fn observe(cri: &Cri, uid: &str) -> Result<Observed, KubeletError> {
     let by_uid = selector(labels::POD_UID, uid);

@@ -361,8 +361,11 @@ impl Worker {
                     );
                 }
                 let config = self.sandbox_config(pod, attempt);
-                match cri.run_pod_sandbox(config).await {
-                    Ok(id) => tracing::info!(sandbox = %id, attempt, "pod sandbox created"),
+                let id = match cri.run_pod_sandbox(config).await {
+                    Ok(id) => {
+                        tracing::info!(sandbox = %id, attempt, "pod sandbox created");
+                        id
+                    }
                     Err(e) => {
                         self.shared.recorder.warning(
                             &pod_ref(pod, None),
@@ -371,8 +374,15 @@ impl Worker {
                         );
                         return Err(e);
                     }
+                };
+                // The new sandbox is all that changed: its status, not a
+                // fresh look at the whole pod.
+                match cri.pod_sandbox_status(&id).await {
+                    Ok(Some(status)) => observed.sandboxes.insert(0, runtime::sandbox_of(status)),
+                    Ok(None) => *observed = runtime::observe(&cri, &self.uid).await?,
+                    Err(e) if e.is_not_found() => return Ok(ERROR_DELAY),
+                    Err(e) => return Err(e),
                 }
-                *observed = runtime::observe(&cri, &self.uid).await?;
                 match observed.current_sandbox() {
                     Some(s) if s.ready => s.clone(),
                     _ => return Ok(ERROR_DELAY),
