@@ -6,7 +6,8 @@
 //!
 //! As the kubelet does before CreateContainer, the container's log
 //! directory is created first (outside the timing); the runtime creates the
-//! log file.
+//! log file. The calls are made from a task on the runtime's workers (see
+//! `runtime.rs`), as the kubelet's pod workers make them.
 
 use std::collections::HashMap;
 use std::path::Path;
