@@ -9,6 +9,7 @@
 //! [`strategy`], patched by [`patch`], shown to `kubectl get` by [`table`].
 
 pub mod alloc;
+pub mod binding;
 pub mod bootstrap;
 pub mod decoders;
 pub mod discovery;

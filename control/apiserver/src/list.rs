@@ -297,6 +297,32 @@ fn to_watch_event(
     })
 }
 
+/// A change as a watch line straight from the stored bytes, for a watch with
+/// no selectors (the informers' kind): the object gets its
+/// `resourceVersion` spliced in as a list's items do, and is neither
+/// decoded nor encoded. `None` for a filtered watch or another stored shape.
+fn raw_line(filter: &Filter, event: &WatchEvent) -> Option<bytes::Bytes> {
+    if !filter.is_empty() {
+        return None;
+    }
+    let (ty, stored, rev) = match event {
+        WatchEvent::Put { kv, prev: None } => ("ADDED", &kv.value, kv.mod_revision),
+        WatchEvent::Put { kv, prev: Some(_) } => ("MODIFIED", &kv.value, kv.mod_revision),
+        WatchEvent::Delete { prev, revision } => ("DELETED", &prev.value, *revision),
+        WatchEvent::Progress { .. } => return None,
+    };
+    if !stored.starts_with(object::STORED_PREFIX) {
+        return None;
+    }
+    let mut out = Vec::with_capacity(stored.len() + 64);
+    out.extend_from_slice(br#"{"type":""#);
+    out.extend_from_slice(ty.as_bytes());
+    out.extend_from_slice(br#"","object":"#);
+    with_resource_version(stored, rev, &mut out);
+    out.extend_from_slice(b"}\n");
+    Some(bytes::Bytes::from(out))
+}
+
 fn line(ty: &str, object: Value) -> bytes::Bytes {
     let mut out = serde_json::to_vec(&json!({"type": ty, "object": object})).unwrap_or_default();
     out.push(b'\n');
@@ -431,14 +457,20 @@ pub async fn watch(
                                 }
                                 Some(line("BOOKMARK", obj))
                             }
-                            Ok(event) => match to_watch_event(&filter, &event) {
-                                Ok(Some((ty, obj))) => {
-                                    let rendered = render(obj, first);
+                            Ok(event) => match (!as_table).then(|| raw_line(&filter, &event)).flatten() {
+                                Some(line) => {
                                     first = false;
-                                    Some(line(ty, rendered))
+                                    Some(line)
                                 }
-                                Ok(None) => None,
-                                Err(e) => Some(line("ERROR", e.to_status())),
+                                None => match to_watch_event(&filter, &event) {
+                                    Ok(Some((ty, obj))) => {
+                                        let rendered = render(obj, first);
+                                        first = false;
+                                        Some(line(ty, rendered))
+                                    }
+                                    Ok(None) => None,
+                                    Err(e) => Some(line("ERROR", e.to_status())),
+                                },
                             },
                             Err(store::StoreError::Compacted { requested, compacted }) => {
                                 let err = ApiError::gone(format!("too old resource version: {} ({compacted})", requested - 1));
@@ -545,6 +577,57 @@ mod tests {
                 assert_eq!(serde_json::from_slice::<Value>(&out).unwrap(), want);
             }
         }
+    }
+
+    #[test]
+    fn raw_watch_lines_carry_what_decoded_ones_do() {
+        let kv = |value: &Value, rev| KeyValue {
+            key: b"pods/default/a".to_vec(),
+            value: object::to_stored(value),
+            create_revision: 2,
+            mod_revision: rev,
+            version: 1,
+            lease: None,
+        };
+        let before = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "a", "labels": {"x": "y"}}, "spec": {}});
+        let after = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "a", "labels": {"x": "y"}}, "spec": {"nodeName": "n"}});
+        let events = [
+            WatchEvent::Put {
+                kv: kv(&before, 5),
+                prev: None,
+            },
+            WatchEvent::Put {
+                kv: kv(&after, 6),
+                prev: Some(kv(&before, 5)),
+            },
+            WatchEvent::Delete {
+                prev: kv(&after, 6),
+                revision: 7,
+            },
+        ];
+        let all = Filter::new("Pod", &Params::default()).unwrap();
+        for (event, ty) in events.iter().zip(["ADDED", "MODIFIED", "DELETED"]) {
+            let raw = raw_line(&all, event).expect("an unfiltered watch");
+            assert!(raw.ends_with(b"\n"));
+            let (want_ty, obj) = to_watch_event(&all, event).unwrap().unwrap();
+            assert_eq!(want_ty, ty);
+            let want: Value = serde_json::from_slice(&line(want_ty, obj)).unwrap();
+            assert_eq!(serde_json::from_slice::<Value>(&raw).unwrap(), want);
+            assert_eq!(
+                want["object"]["metadata"]["resourceVersion"],
+                event.revision().to_string()
+            );
+        }
+        let labelled = Filter::new(
+            "Pod",
+            &Params {
+                label_selector: "x=y".into(),
+                ..Params::default()
+            },
+        )
+        .unwrap();
+        assert!(raw_line(&labelled, &events[0]).is_none());
+        assert!(raw_line(&all, &WatchEvent::Progress { revision: 9 }).is_none());
     }
 
     #[test]

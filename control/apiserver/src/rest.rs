@@ -7,7 +7,7 @@ use crate::request::{Params, Target, parse_object, read_body, wants_table};
 use crate::resources::Resource;
 use crate::status::{ApiError, Cause, success};
 use crate::strategy::{self, Part};
-use crate::{State, alloc, patch, table, typed, validation};
+use crate::{State, alloc, binding, patch, table, typed, validation};
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -61,7 +61,7 @@ pub async fn handle(
         }
         (&Method::POST, true, Some("binding")) => {
             let obj = parse_object(&read_body(body).await?, &content_type)?;
-            bind(&state, &t, &params, obj).await
+            binding::bind(&state, &t, &params, obj).await
         }
         (&Method::PUT, true, None | Some("status")) => {
             let obj = parse_object(&read_body(body).await?, &content_type)?;
@@ -702,119 +702,6 @@ async fn delete_collection(
             "items": deleted,
         }),
     ))
-}
-
-/// `POST pods/NAME/binding`: assigns the pod to a node, once.
-async fn bind(
-    state: &State,
-    t: &Target,
-    params: &Params,
-    binding: Value,
-) -> Result<Response, ApiError> {
-    let name = name_of(t).to_string();
-    let node = binding
-        .pointer("/target/name")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_string();
-    if node.is_empty() {
-        return Err(ApiError::invalid(
-            "Binding",
-            "",
-            &name,
-            vec![Cause::required("target.name")],
-        ));
-    }
-    for _ in 0..16 {
-        let (kv, mut pod) = read(state, t, &name).await?;
-        if let Some(uid) = binding.pointer("/metadata/uid").and_then(Value::as_str)
-            && Some(uid) != object::meta_str(&pod, "uid")
-        {
-            return Err(ApiError::conflict(
-                "pods",
-                "",
-                &name,
-                "the UID in the binding does not match the pod",
-            ));
-        }
-        if object::meta_str(&pod, "deletionTimestamp").is_some() {
-            return Err(ApiError::conflict(
-                "pods",
-                "",
-                &name,
-                "pod is being deleted, cannot be assigned to a host",
-            ));
-        }
-        let current = pod
-            .pointer("/spec/nodeName")
-            .and_then(Value::as_str)
-            .unwrap_or("");
-        if !current.is_empty() {
-            return Err(ApiError::conflict(
-                "pods",
-                "",
-                &name,
-                &format!("pod {name} is already assigned to node {current:?}"),
-            ));
-        }
-        pod["spec"]["nodeName"] = Value::String(node.clone());
-        set_condition(&mut pod, "PodScheduled", "True", None);
-        if params.dry_run {
-            return Ok(json_response(StatusCode::CREATED, &success(json!({}))));
-        }
-        let key = t.res.key(t.namespace.as_deref(), &name);
-        match state
-            .store
-            .update(key.as_bytes(), &to_stored(&pod), kv.mod_revision, None)
-            .await
-        {
-            Ok(_) => return Ok(json_response(StatusCode::CREATED, &success(json!({})))),
-            Err(StoreError::Conflict { .. }) => continue,
-            Err(e) => return Err(store_err(t, &name)(e)),
-        }
-    }
-    Err(ApiError::modified("pods", "", &name))
-}
-
-/// Sets a status condition, replacing its reason and message (as
-/// Kubernetes' `UpdatePodCondition`), keeping its transition time when the
-/// status is unchanged.
-pub fn set_condition(obj: &mut Value, ty: &str, status: &str, reason: Option<&str>) {
-    if !obj["status"].is_object() {
-        obj["status"] = json!({});
-    }
-    if !obj["status"]["conditions"].is_array() {
-        obj["status"]["conditions"] = json!([]);
-    }
-    let conditions = obj["status"]["conditions"]
-        .as_array_mut()
-        .expect("an array");
-    let now = object::now();
-    match conditions
-        .iter_mut()
-        .find(|c| c.get("type").and_then(Value::as_str) == Some(ty))
-    {
-        Some(c) => {
-            if c.get("status").and_then(Value::as_str) != Some(status) {
-                c["status"] = json!(status);
-                c["lastTransitionTime"] = json!(now);
-            }
-            if let Some(c) = c.as_object_mut() {
-                c.remove("message");
-                match reason {
-                    Some(r) => c.insert("reason".into(), json!(r)),
-                    None => c.remove("reason"),
-                };
-            }
-        }
-        None => {
-            let mut c = json!({"type": ty, "status": status, "lastProbeTime": null, "lastTransitionTime": now});
-            if let Some(r) = reason {
-                c["reason"] = json!(r);
-            }
-            conditions.push(c);
-        }
-    }
 }
 
 /// The `autoscaling/v1` Scale view of a workload.
