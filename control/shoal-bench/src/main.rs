@@ -12,6 +12,12 @@ mod runtime_cri;
 mod scheduler;
 mod store;
 
+/// mimalloc rather than glibc's malloc: the apiserver allocates per request
+/// and per watch event, and glibc's malloc was 15-18% of its CPU time in the
+/// scheduler benchmark (BENCHMARKS.md, "scheduler").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::{Parser, ValueEnum};
 
 #[derive(Debug, Parser)]

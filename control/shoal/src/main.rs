@@ -10,6 +10,12 @@ mod server;
 mod store;
 mod up;
 
+/// mimalloc rather than glibc's malloc: the apiserver allocates per request
+/// and per watch event, and glibc's malloc was 15-18% of its CPU time in the
+/// scheduler benchmark (BENCHMARKS.md, "scheduler").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::Parser;
 use cli::{Cli, Command};
 use std::process::ExitCode;
