@@ -135,6 +135,24 @@ fn pod(name: &str) -> anyhow::Result<Pod> {
     }))?)
 }
 
+/// The CPU time (user and system) a process has used so far, from
+/// `/proc/PID/stat`: a steadier figure than the rate when the machine is shared.
+fn cpu_time(pid: u32) -> anyhow::Result<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // The fields after the command name, which is in parentheses and may hold spaces.
+    let rest = stat.rsplit_once(')').context("a /proc stat line")?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    let ticks: u64 = fields
+        .get(11..13)
+        .context("utime and stime")?
+        .iter()
+        .map(|f| f.parse::<u64>())
+        .sum::<Result<u64, _>>()?;
+    // Linux reports these in USER_HZ, which is 100 on every architecture it supports.
+    Ok(Duration::from_millis(ticks * 10))
+}
+
 /// Runs `op(0..total)` from [`CLIENTS`] concurrent tasks.
 async fn concurrently<F, Fut>(total: usize, op: F) -> anyhow::Result<()>
 where
@@ -279,10 +297,12 @@ pub async fn run(scale: f64) -> anyhow::Result<()> {
     let create_done = started.elapsed();
     // All pods are pending now: start the scheduler and time it alone.
     let released = Instant::now();
+    let cpu_before = cpu_time(server.child.id())?;
     server.schedule()?;
     let (bound, per_node) = tokio::time::timeout(Duration::from_secs(600), watcher)
         .await
         .context("not every pod was bound within 10 minutes")???;
+    let cpu_used = cpu_time(server.child.id())?.saturating_sub(cpu_before);
     let last = bound.values().max().copied().context("no pod bound")?;
     let elapsed = last - released;
     // The events: those written by the last binding, then the rest.
@@ -311,6 +331,13 @@ pub async fn run(scale: f64) -> anyhow::Result<()> {
         "pods_bound_per_s",
         pod_count as f64 / elapsed.as_secs_f64(),
         "pods/s",
+        None,
+    );
+    emit(
+        "scheduler",
+        "server_cpu_per_pod",
+        cpu_used.as_secs_f64() * 1e6 / pod_count as f64,
+        "us",
         None,
     );
     emit(
