@@ -177,6 +177,38 @@ pub fn sandbox_of(s: api::PodSandboxStatus) -> Sandbox {
     }
 }
 
+/// Reads again the containers `ids` of a pod observed before (those a
+/// reconcile created, started or stopped), the new ones in `sandbox_id`:
+/// one ContainerStatus each instead of a fresh [`observe`]. A change to
+/// any other container is the PLEG's to report.
+pub async fn refresh(
+    cri: &Cri,
+    observed: &mut Observed,
+    ids: &[String],
+    sandbox_id: &str,
+) -> Result<(), KubeletError> {
+    for id in ids {
+        let status = match cri.container_status(id).await {
+            Ok(s) => s,
+            Err(e) if e.is_not_found() => None,
+            Err(e) => return Err(e),
+        };
+        let at = observed.containers.iter().position(|c| c.id == *id);
+        match (status, at) {
+            (Some(s), Some(i)) => {
+                let sandbox = observed.containers[i].sandbox_id.clone();
+                observed.containers[i] = from_status(&sandbox, s);
+            }
+            (Some(s), None) => observed.containers.push(from_status(sandbox_id, s)),
+            (None, Some(i)) => {
+                observed.containers.remove(i);
+            }
+            (None, None) => {}
+        }
+    }
+    Ok(())
+}
+
 /// Reads what the runtime has for the pod with `uid`.
 pub async fn observe(cri: &Cri, uid: &str) -> Result<Observed, KubeletError> {
     let by_uid = selector(labels::POD_UID, uid);
@@ -209,7 +241,7 @@ pub async fn observe(cri: &Cri, uid: &str) -> Result<Observed, KubeletError> {
             Err(e) if e.is_not_found() => continue,
             Err(e) => return Err(e),
         };
-        containers.push(from_status(&c, status));
+        containers.push(from_status(&c.pod_sandbox_id, status));
     }
     Ok(Observed {
         sandboxes,
@@ -217,7 +249,7 @@ pub async fn observe(cri: &Cri, uid: &str) -> Result<Observed, KubeletError> {
     })
 }
 
-fn from_status(c: &api::Container, s: api::ContainerStatus) -> Container {
+fn from_status(sandbox_id: &str, s: api::ContainerStatus) -> Container {
     let ann = |k: &str| s.annotations.get(k).cloned().unwrap_or_default();
     let state = match api::ContainerState::try_from(s.state) {
         Ok(api::ContainerState::ContainerCreated) => State::Created,
@@ -241,7 +273,7 @@ fn from_status(c: &api::Container, s: api::ContainerStatus) -> Container {
     }
     Container {
         id: s.id.clone(),
-        sandbox_id: c.pod_sandbox_id.clone(),
+        sandbox_id: sandbox_id.to_owned(),
         name: s
             .metadata
             .as_ref()
@@ -370,6 +402,38 @@ mod tests {
         assert_eq!(o.previous("a").unwrap().id, "a-1");
         assert_eq!(o.previous("b"), None);
         assert_eq!(o.latest("z"), None);
+    }
+
+    #[test]
+    fn a_sandbox_status_reads_as_observe_reads_it() {
+        let status = |state: api::PodSandboxState| api::PodSandboxStatus {
+            id: "s1".into(),
+            state: state as i32,
+            created_at: 7,
+            metadata: Some(api::PodSandboxMetadata {
+                attempt: 2,
+                ..Default::default()
+            }),
+            network: Some(api::PodSandboxNetworkStatus {
+                ip: "127.43.0.5".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let ready = sandbox_of(status(api::PodSandboxState::SandboxReady));
+        assert_eq!(
+            ready,
+            Sandbox {
+                id: "s1".into(),
+                attempt: 2,
+                ready: true,
+                ip: "127.43.0.5".into(),
+                created_at: 7,
+            }
+        );
+        let stopped = sandbox_of(status(api::PodSandboxState::SandboxNotready));
+        assert!(!stopped.ready);
+        assert_eq!(stopped.ip, "", "no IP for a sandbox that is not ready");
     }
 
     #[test]

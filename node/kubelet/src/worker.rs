@@ -116,6 +116,8 @@ pub struct Worker {
     /// When to retry a status write that failed.
     status_retry: Duration,
     volumes: BTreeMap<String, Mounted>,
+    /// The containers this reconcile created, started or stopped.
+    touched: Vec<String>,
 }
 
 impl std::fmt::Debug for Worker {
@@ -216,6 +218,7 @@ impl Worker {
             written: None,
             status_retry: STATUS_RETRY,
             volumes: BTreeMap::new(),
+            touched: Vec::new(),
         }
     }
 
@@ -399,6 +402,7 @@ impl Worker {
         let mut changed = false;
         let mut requeue = Self::resync();
         let mut initialized = true;
+        self.touched.clear();
         for c in spec.init_containers.iter().flatten() {
             match self.step(pod, c, true, observed, &sandbox).await? {
                 Step::Succeeded => continue,
@@ -420,7 +424,8 @@ impl Worker {
         }
         self.collect_garbage(observed).await;
         if changed {
-            *observed = runtime::observe(&cri, &self.uid).await?;
+            let touched = std::mem::take(&mut self.touched);
+            runtime::refresh(&cri, observed, &touched, &sandbox.id).await?;
             self.sync_probes(pod, observed, &sandbox);
             // Look again at once unless every container now runs (then
             // the PLEG wakes the worker when one stops).
@@ -528,6 +533,7 @@ impl Worker {
                             .collect(),
                     );
                     self.shared.cri.stop_container(&l.id, grace).await?;
+                    self.touched.push(l.id.clone());
                     return Ok(Step::Changed);
                 }
                 self.waiting.remove(&c.name);
@@ -609,6 +615,7 @@ impl Worker {
         id: &str,
     ) -> Result<Step, KubeletError> {
         let regarding = pod_ref(pod, Some(container_path(&c.name, init)));
+        self.touched.push(id.to_owned());
         match self.shared.cri.start_container(id).await {
             Ok(()) => {
                 self.shared.recorder.normal(
@@ -1418,6 +1425,7 @@ impl Worker {
                 }
             }
         }
+        self.touched.extend(removed.iter().cloned());
         let current = observed.current_sandbox().map(|s| s.id.clone());
         for s in &observed.sandboxes {
             if Some(&s.id) == current.as_ref() || s.ready {
