@@ -160,6 +160,7 @@ impl Runtime {
     }
 
     pub async fn start_container(self: &Arc<Self>, id: &str) -> Result<(), CriError> {
+        let log = self.open_log(id);
         let (id, running, sinks, addr_rx, core_module) = {
             let mut t = self.tables();
             let id = find(t.containers(), id, "container")?
@@ -185,7 +186,7 @@ impl Runtime {
                 )));
             };
             let pod_ip = pod.ip.map(IpAddr::V4);
-            match self.launch(&c.rec, pod_ip) {
+            match self.launch(&c.rec, pod_ip, log) {
                 Ok(Launched {
                     running,
                     log,
@@ -257,8 +258,36 @@ impl Runtime {
         Ok(())
     }
 
-    /// Opens the log, builds the sandbox and spawns the guest.
-    fn launch(&self, rec: &ContainerRecord, pod_ip: Option<IpAddr>) -> Result<Launched, CriError> {
+    /// Opens the log file of a container that has not started, before the
+    /// tables are locked for the start: creating its inode is the slowest
+    /// step of a start on a busy disk, and no other call should wait on it.
+    /// The file is opened for appending, so a start that then fails (or
+    /// loses a race with another) leaves at most an empty file.
+    fn open_log(&self, id: &str) -> Result<Option<Arc<LogFile>>, CriError> {
+        let path = {
+            let t = self.tables();
+            let Ok(Some(id)) = find(t.containers(), id, "container") else {
+                return Ok(None);
+            };
+            let c = &t.containers()[&id];
+            match (&c.rec.phase, &c.rec.log_path) {
+                (Phase::Created, Some(path)) => path.clone(),
+                _ => return Ok(None),
+            }
+        };
+        LogFile::open(&path, self.config.log_max_bytes, self.config.log_max_files)
+            .map(|log| Some(Arc::new(log)))
+            .map_err(CriError::io("open the container log", &path))
+    }
+
+    /// Builds the sandbox, with its output to the opened `log`, and spawns
+    /// the guest.
+    fn launch(
+        &self,
+        rec: &ContainerRecord,
+        pod_ip: Option<IpAddr>,
+        log: Result<Option<Arc<LogFile>>, CriError>,
+    ) -> Result<Launched, CriError> {
         if !rec.image.path.is_file() {
             return Err(CriError::FailedPrecondition(format!(
                 "the module of image {} ({}) is gone from the image store: pull the image again and create a new container",
@@ -283,12 +312,8 @@ impl Runtime {
                 rec.spec.http_port,
             ));
         let mut sinks = Vec::new();
-        let log = match &rec.log_path {
-            Some(path) => {
-                let log = Arc::new(
-                    LogFile::open(path, self.config.log_max_bytes, self.config.log_max_files)
-                        .map_err(CriError::io("open the container log", path))?,
-                );
+        let log = match log? {
+            Some(log) => {
                 let out = Arc::new(StreamSink::new(log.clone(), "stdout"));
                 let err = Arc::new(StreamSink::new(log.clone(), "stderr"));
                 builder = builder
