@@ -275,15 +275,7 @@ async fn hostile_guests_are_contained_and_http_latency_holds() -> Result<()> {
         container_port: i32::from(port),
         ..Default::default()
     }];
-    let web_pod = cri
-        .rt
-        .run_pod_sandbox(api::RunPodSandboxRequest {
-            config: Some(web_config.clone()),
-            runtime_handler: String::new(),
-        })
-        .await?
-        .into_inner()
-        .pod_sandbox_id;
+    let web_pod = cri.run_pod(&web_config).await?;
     let ip: IpAddr = cri
         .rt
         .pod_sandbox_status(api::PodSandboxStatusRequest {

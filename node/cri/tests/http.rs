@@ -33,15 +33,7 @@ async fn http_functions_are_served_on_the_pod_ip() -> Result<()> {
         container_port: i32::from(mapped),
         ..Default::default()
     }];
-    let pod = cri
-        .rt
-        .run_pod_sandbox(api::RunPodSandboxRequest {
-            config: Some(config.clone()),
-            runtime_handler: String::new(),
-        })
-        .await?
-        .into_inner()
-        .pod_sandbox_id;
+    let pod = cri.run_pod(&config).await?;
     let ip: std::net::IpAddr = cri
         .rt
         .pod_sandbox_status(api::PodSandboxStatusRequest {

@@ -238,15 +238,7 @@ async fn calls_are_idempotent_as_containerd_makes_them() -> Result<()> {
     // A new attempt is a new sandbox with its own IP.
     let mut next = pod_config.clone();
     next.metadata.as_mut().unwrap().attempt = 1;
-    let pod2 = cri
-        .rt
-        .run_pod_sandbox(api::RunPodSandboxRequest {
-            config: Some(next),
-            runtime_handler: String::new(),
-        })
-        .await?
-        .into_inner()
-        .pod_sandbox_id;
+    let pod2 = cri.run_pod(&next).await?;
     assert_ne!(pod, pod2);
     let ip = |cri: &mut Cri, id: String| {
         let mut rt = cri.rt.clone();

@@ -94,7 +94,13 @@ impl Cri {
     /// Runs a pod sandbox named `name` with its log directory in the data dir.
     pub async fn pod(&mut self, name: &str) -> Result<(String, api::PodSandboxConfig)> {
         let config = pod_config(name, &self.logs_dir().join(name));
-        let id = self
+        let id = self.run_pod(&config).await?;
+        Ok((id, config))
+    }
+
+    /// Runs a pod sandbox from `config` (port mappings and all); its id.
+    pub async fn run_pod(&mut self, config: &api::PodSandboxConfig) -> Result<String> {
+        Ok(self
             .rt
             .run_pod_sandbox(api::RunPodSandboxRequest {
                 config: Some(config.clone()),
@@ -102,8 +108,7 @@ impl Cri {
             })
             .await?
             .into_inner()
-            .pod_sandbox_id;
-        Ok((id, config))
+            .pod_sandbox_id)
     }
 
     pub async fn create(
