@@ -21,7 +21,8 @@
 //! killed by PID at the end. The pods run the `hello-http` function
 //! (imported with `shoal image import` under the sample's name), which
 //! stays Running without using the CPU. A burst is deleted, and gone,
-//! before the next starts.
+//! before the next starts, and every measured phase starts once the node
+//! and server are idle again (`NAME_settle`: how long that took).
 
 use crate::report::{Latencies, emit};
 use anyhow::Context as _;
@@ -196,6 +197,44 @@ impl Cpu {
             server: d(self.server, before.server),
         }
     }
+}
+
+/// A window in which the node and server count as idle when together they
+/// used under a tenth of a core.
+const SETTLE_WINDOW: Duration = Duration::from_millis(500);
+/// How long the node and server may take to become idle.
+const SETTLE_DEADLINE: Duration = Duration::from_secs(180);
+
+/// Waits until the node and server processes are idle (under a tenth of a
+/// core over [`SETTLE_WINDOW`]), so that a measured phase starts on a node
+/// that has finished the work of the previous one: Events, status writes
+/// and removals trail a burst by seconds. Prints `NAME_settle` (how long
+/// that took); past [`SETTLE_DEADLINE`] it says so and measures anyway.
+async fn settle(name: &str) {
+    let started = Instant::now();
+    let busy = |c: Cpu| c.node.unwrap_or_default() + c.server.unwrap_or_default();
+    loop {
+        let before = Cpu::now();
+        tokio::time::sleep(SETTLE_WINDOW).await;
+        let used = busy(Cpu::now().since(before));
+        if used < SETTLE_WINDOW / 10 {
+            break;
+        }
+        if started.elapsed() > SETTLE_DEADLINE {
+            eprintln!(
+                "{name}: the node and server still used {used:?} of CPU in {SETTLE_WINDOW:?} after {SETTLE_DEADLINE:?}; measuring anyway"
+            );
+            break;
+        }
+    }
+    let took = started.elapsed();
+    emit(
+        SUITE,
+        &format!("{name}_settle"),
+        took.as_secs_f64() * 1000.0,
+        "ms",
+        None,
+    );
 }
 
 /// One batch's figures.
@@ -375,6 +414,7 @@ async fn measure(
 
     if burst {
         for count in [n(100.0), n(1000.0)] {
+            settle(&format!("burst_{count}")).await;
             let b = run_batch(&pods, &format!("n{count}"), "burst", count, IN_FLIGHT).await?;
             report(&format!("burst_{count}"), b, Some(count));
             delete_all(&pods, everything).await?;
@@ -389,6 +429,7 @@ async fn measure(
                 run_batch(&pods, &batch, "background", background - running, IN_FLIGHT).await?;
                 running = background;
             }
+            settle(&format!("density_{background}")).await;
             let mut measured = Batch {
                 startup: Latencies::default(),
                 bound: Latencies::default(),
