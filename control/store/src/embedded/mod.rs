@@ -329,25 +329,33 @@ async fn expire_leases(inner: Weak<Inner>) {
         tick.tick().await;
         let Some(inner) = inner.upgrade() else { return };
         let now = Instant::now();
-        let expired: Vec<i64> = {
+        let expired: Vec<(i64, (Duration, Instant))> = {
             let mut leases = inner.leases.lock().expect("lease table lock");
             let ids: Vec<i64> = leases
                 .iter()
                 .filter(|(_, (_, deadline))| *deadline <= now)
                 .map(|(id, _)| *id)
                 .collect();
-            for id in &ids {
-                leases.remove(id);
-            }
-            ids
+            ids.into_iter()
+                .filter_map(|id| leases.remove(&id).map(|lease| (id, lease)))
+                .collect()
         };
         let store = EmbeddedStore { inner };
-        for id in expired {
+        for (id, lease) in expired {
             tracing::debug!(lease = id, "lease expired");
             match store.write(Op::RevokeLease { lease: LeaseId(id) }).await {
                 Ok(_) | Err(StoreError::LeaseNotFound(_)) => {}
                 Err(err) => {
-                    tracing::warn!(lease = id, error = %err, "cannot revoke an expired lease")
+                    // Kept, still expired, so the next tick tries again: a
+                    // lease dropped here would never be revoked.
+                    tracing::warn!(lease = id, error = %err, "cannot revoke an expired lease; retrying");
+                    store
+                        .inner
+                        .leases
+                        .lock()
+                        .expect("lease table lock")
+                        .entry(id)
+                        .or_insert(lease);
                 }
             }
         }
