@@ -48,6 +48,17 @@ impl Program {
     }
 }
 
+/// How the client reaches the runtime.
+#[derive(Clone, Copy, Debug)]
+pub enum Via {
+    /// Over the unix socket (gRPC over HTTP/2), as `shoal kubelet` calls
+    /// `shoal cri`.
+    Socket,
+    /// In process (`CriServer::in_process`), as `shoal node`'s kubelet
+    /// calls its runtime.
+    InProcess,
+}
+
 /// How the end of a container is seen.
 #[derive(Clone, Copy, Debug)]
 pub enum ExitSeen {
@@ -83,15 +94,19 @@ pub struct Bench {
 }
 
 impl Bench {
-    pub async fn start() -> anyhow::Result<Self> {
+    pub async fn start(via: Via) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let server = cri::CriServer::build(cri::Config::new(dir.path())).await?;
         let socket = server.socket().to_owned();
+        let local = server.in_process();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(server.serve(async move {
             let _ = stopped.await;
         }));
-        let (mut rt, mut img) = cri::client::connect(&socket).await?;
+        let (mut rt, mut img) = match via {
+            Via::Socket => cri::client::connect(&socket).await?,
+            Via::InProcess => local,
+        };
         for program in [Program::True, Program::Hello] {
             pull(&mut img, program).await?;
         }

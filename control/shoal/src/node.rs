@@ -156,6 +156,8 @@ pub async fn node(args: NodeArgs) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("{}", error_chain(&e)))?;
     let socket = server.socket().to_owned();
     let mut config = config(&args.node, &dir, socket.clone())?;
+    // The kubelet calls its runtime in process; the socket serves the rest.
+    config.cri_in_process = Some(server.in_process());
     serve_with(&mut config, &joined);
     let name = config.node_name.clone();
     let shutdown = shutdown_signal()?;

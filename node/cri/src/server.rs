@@ -31,6 +31,7 @@ use tokio_stream::wrappers::UnixListenerStream;
 use tracing::Instrument;
 
 use crate::Config;
+use crate::client::{self, ImageClient, RuntimeClient, Transport};
 use crate::error::CriError;
 use crate::runtime::Runtime;
 use crate::service::{ImageApi, RuntimeApi};
@@ -122,6 +123,19 @@ impl CriServer {
         &self.socket
     }
 
+    /// Clients that call this runtime's services in the caller's task, with
+    /// no socket: the same gRPC calls, encoded and decoded, with the same
+    /// spans and errors (see `client`). They work once [`serve`](Self::serve)
+    /// has started and until the runtime shuts down; calls made in process
+    /// are not part of the shutdown's drain, so their caller stops first.
+    pub fn in_process(&self) -> (RuntimeClient, ImageClient) {
+        let rt = RuntimeServiceServer::new(RuntimeApi(self.rt.clone(), self.streams.clone()));
+        let img = ImageServiceServer::new(ImageApi(self.rt.clone()));
+        let (rt_client, _) = client::clients(boxed(rt));
+        let (_, img_client) = client::clients(boxed(img));
+        (rt_client, img_client)
+    }
+
     /// The streaming server's address (port 0 resolved).
     pub fn stream_address(&self) -> SocketAddr {
         self.streams.addr()
@@ -185,6 +199,22 @@ impl CriServer {
         tracing::info!("CRI server stopped");
         result
     }
+}
+
+/// A service of this crate as a client [`Transport`].
+fn boxed<S>(service: S) -> Transport
+where
+    S: tower::Service<
+            http::Request<tonic::body::Body>,
+            Response = http::Response<tonic::body::Body>,
+            Error = std::convert::Infallible,
+        > + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+{
+    Transport::new(tower::ServiceExt::map_err(service, |e| match e {}))
 }
 
 /// Clears the way for the socket: nothing there, or a stale socket file

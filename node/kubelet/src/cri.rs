@@ -1,20 +1,21 @@
-//! [`Cri`]: the CRI v1 runtime and image service clients over the unix
-//! socket, with one method per call the kubelet makes. Every call has a
-//! deadline; errors become [`KubeletError::Cri`] naming the call.
+//! [`Cri`]: the CRI v1 runtime and image service clients, with one method
+//! per call the kubelet makes. Every call has a deadline; errors become
+//! [`KubeletError::Cri`] naming the call.
 //!
-//! The channel connects lazily and reconnects by itself, so a runtime that
-//! starts after the kubelet, or restarts, is picked up on the next call.
+//! The clients are `cri::client`'s: over the unix socket (`shoal kubelet`),
+//! where the channel connects lazily and reconnects by itself, so a runtime
+//! that starts after the kubelet, or restarts, is picked up on the next
+//! call; or in process (`shoal node`, [`Config::cri_in_process`]), the same
+//! calls made in the caller's task.
+//!
+//! [`Config::cri_in_process`]: crate::Config::cri_in_process
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use hyper_util::rt::TokioIo;
+use ::cri::client::{ImageClient, RuntimeClient};
 use k8s_cri::v1 as api;
-use k8s_cri::v1::image_service_client::ImageServiceClient;
-use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
-use tokio::net::UnixStream;
-use tonic::transport::{Channel, Endpoint, Uri};
 
 use crate::error::KubeletError;
 
@@ -46,8 +47,8 @@ pub mod labels {
 /// The runtime and image services on one channel.
 #[derive(Clone, Debug)]
 pub struct Cri {
-    rt: RuntimeServiceClient<Channel>,
-    img: ImageServiceClient<Channel>,
+    rt: RuntimeClient,
+    img: ImageClient,
     socket: PathBuf,
 }
 
@@ -62,22 +63,25 @@ fn failed(call: &'static str) -> impl FnOnce(tonic::Status) -> KubeletError {
 impl Cri {
     /// A client for the runtime at `socket`; nothing is dialled until the
     /// first call.
-    pub fn connect_lazy(socket: &Path) -> Result<Self, KubeletError> {
-        let path = socket.to_owned();
-        let channel =
-            Endpoint::from_static("http://[::1]:50051")
-                .connect_timeout(Duration::from_secs(5))
-                .connect_with_connector_lazy(tower::service_fn(move |_: Uri| {
-                    let path = path.clone();
-                    async move {
-                        Ok::<_, std::io::Error>(TokioIo::new(UnixStream::connect(path).await?))
-                    }
-                }));
-        Ok(Cri {
-            rt: RuntimeServiceClient::new(channel.clone()),
-            img: ImageServiceClient::new(channel),
+    pub fn connect_lazy(socket: &Path) -> Self {
+        let (rt, img) = ::cri::client::connect_lazy(socket);
+        Cri {
+            rt,
+            img,
             socket: socket.to_owned(),
-        })
+        }
+    }
+
+    /// A client over `clients`, the runtime's own in-process clients
+    /// (`CriServer::in_process`); `socket` is where the same runtime serves
+    /// other clients.
+    pub fn in_process(clients: (RuntimeClient, ImageClient), socket: &Path) -> Self {
+        let (rt, img) = clients;
+        Cri {
+            rt,
+            img,
+            socket: socket.to_owned(),
+        }
     }
 
     /// The socket path.

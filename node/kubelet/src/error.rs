@@ -13,13 +13,6 @@ pub enum KubeletError {
         code: tonic::Code,
         message: String,
     },
-    /// The CRI socket path cannot be used.
-    #[error("cannot use the CRI socket {socket}")]
-    CriConnect {
-        socket: PathBuf,
-        #[source]
-        source: tonic::transport::Error,
-    },
     /// An apiserver request failed.
     #[error("cannot {action}")]
     Api {

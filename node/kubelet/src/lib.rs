@@ -81,6 +81,9 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// The CRI runtime's socket.
     pub cri_socket: PathBuf,
+    /// The runtime's in-process clients, when it runs in this process
+    /// (`shoal node`): calls go through them instead of the socket.
+    pub cri_in_process: Option<(::cri::client::RuntimeClient, ::cri::client::ImageClient)>,
     /// The most pods the node runs.
     pub max_pods: u32,
     /// CrashLoopBackOff and ImagePullBackOff.
@@ -129,6 +132,7 @@ impl Config {
             node_ip: IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
             data_dir: data_dir.as_ref().to_owned(),
             cri_socket: cri_socket.as_ref().to_owned(),
+            cri_in_process: None,
             max_pods: DEFAULT_MAX_PODS,
             backoff: BackoffConfig::default(),
             node_status_period: Duration::from_secs(10),
@@ -222,7 +226,10 @@ impl Kubelet {
         ] {
             std::fs::create_dir_all(&dir).map_err(KubeletError::io("create", &dir))?;
         }
-        let cri = Cri::connect_lazy(&config.cri_socket)?;
+        let cri = match &config.cri_in_process {
+            Some(clients) => Cri::in_process(clients.clone(), &config.cri_socket),
+            None => Cri::connect_lazy(&config.cri_socket),
+        };
         let api = match &config.serving {
             Some(tls) => {
                 let addr = SocketAddr::new(config.node_ip, config.kubelet_port);

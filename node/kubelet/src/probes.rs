@@ -677,7 +677,7 @@ mod tests {
             }
         });
         let target = Target {
-            cri: Cri::connect_lazy(std::path::Path::new("/nonexistent/cri.sock")).unwrap(),
+            cri: Cri::connect_lazy(std::path::Path::new("/nonexistent/cri.sock")),
             container_id: "c".into(),
             ip: "127.0.0.1".into(),
         };

@@ -114,7 +114,7 @@ impl Node {
             key_pem: serving.key,
             client_ca_pem: ca.pem.clone(),
         };
-        let kcri = kubelet::cri::Cri::connect_lazy(&socket)?;
+        let kcri = kubelet::cri::Cri::connect_lazy(&socket);
         let api = ApiServer::bind("node-a", "127.0.0.1:0".parse()?, &tls, kcri).await?;
         let addr = api.local_addr();
         let (api_stop, api_stopped) = oneshot::channel::<()>();

@@ -201,7 +201,7 @@ async fn exits_come_on_events_and_a_lost_stream_falls_back_to_relisting() -> Res
     let registry = Registry::default();
     let relists = Arc::new(AtomicUsize::new(0));
     let pleg = Pleg::new(
-        kubelet::cri::Cri::connect_lazy(&config.socket)?,
+        kubelet::cri::Cri::connect_lazy(&config.socket),
         registry.clone(),
     )
     .with_periods(Duration::from_millis(200), NEVER);

@@ -47,17 +47,36 @@ impl Cri {
     }
 
     pub async fn start_with(dir: TempDir, tweak: impl FnOnce(&mut Config)) -> Result<Cri> {
+        Self::start_via(dir, tweak, false).await
+    }
+
+    /// A server whose `rt` and `img` are its in-process clients
+    /// (`CriServer::in_process`); the socket serves other clients.
+    pub async fn start_in_process() -> Result<Cri> {
+        Self::start_via(tempfile::tempdir()?, |_| {}, true).await
+    }
+
+    async fn start_via(
+        dir: TempDir,
+        tweak: impl FnOnce(&mut Config),
+        in_process: bool,
+    ) -> Result<Cri> {
         let mut config = test_config(dir.path());
         tweak(&mut config);
         let server = CriServer::build(config)
             .await
             .context("building the CRI server")?;
         let socket = server.socket().to_owned();
+        let local = server.in_process();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(server.serve(async move {
             let _ = stopped.await;
         }));
-        let (rt, img) = cri::client::connect(&socket).await?;
+        let (rt, img) = if in_process {
+            local
+        } else {
+            cri::client::connect(&socket).await?
+        };
         Ok(Cri {
             dir,
             socket,
