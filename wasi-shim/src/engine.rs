@@ -184,7 +184,7 @@ impl ModuleSource {
     }
 
     /// The digest a [`Verified`](Self::Verified) source names.
-    fn known_digest(&self) -> Result<Option<[u8; 32]>, ShimError> {
+    pub(crate) fn known_digest(&self) -> Result<Option<[u8; 32]>, ShimError> {
         let Self::Verified { digest, .. } = self else {
             return Ok(None);
         };
@@ -459,7 +459,7 @@ impl Engine {
     }
 
     /// The compiled code of the module with this digest, if in memory.
-    fn memory_hit(&self, digest: &[u8; 32]) -> Option<Loaded> {
+    pub(crate) fn memory_hit(&self, digest: &[u8; 32]) -> Option<Loaded> {
         let (kind, compiled) = self
             .inner
             .compiled

@@ -116,7 +116,7 @@ impl Pools {
     pub(crate) fn spawn<F>(
         &self,
         guest: F,
-    ) -> impl Future<Output = Result<F::Output, ShimError>> + Send + 'static
+    ) -> impl Future<Output = Result<F::Output, ShimError>> + Send + 'static + use<F>
     where
         F: Future + Send + 'static,
         F::Output: Send + 'static,

@@ -8,7 +8,7 @@
 //! stopped.
 
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tracing::Instrument;
@@ -129,14 +129,79 @@ impl Engine {
     ///   calling runtime, one fresh instance per request, until stopped.
     ///   Without a listen address it ends with [`ShimError::NoHttpListen`].
     pub fn spawn(&self, source: ModuleSource, sandbox: &Sandbox) -> Running {
+        self.spawn_inner(source, sandbox, None)
+    }
+
+    /// As [`spawn`](Self::spawn), and calls `on_exit` once with the run's
+    /// end, on the thread where the guest ended (for a command, its pool's
+    /// thread, before its task hands the result on), so a runtime records
+    /// an exit without another thread being woken for it.
+    /// [`Running::wait`] still gives the same result.
+    pub fn spawn_then(
+        &self,
+        source: ModuleSource,
+        sandbox: &Sandbox,
+        on_exit: impl FnOnce(&Result<Exit, ShimError>) + Send + 'static,
+    ) -> Running {
+        self.spawn_inner(source, sandbox, Some(Arc::new(ExitHook::new(on_exit))))
+    }
+
+    fn spawn_inner(
+        &self,
+        source: ModuleSource,
+        sandbox: &Sandbox,
+        hook: Option<Arc<ExitHook>>,
+    ) -> Running {
         let control = Arc::new(Control::default());
+        // A command already compiled in memory goes to its pool from here,
+        // so the guest starts while the caller goes on (a runtime records
+        // the start meanwhile); anything else is loaded on a task first.
+        if let Some(loaded) = self.compiled_command(&source) {
+            let ended = PhaseGuard(control.clone());
+            let run = command(
+                self.clone(),
+                loaded,
+                sandbox.clone(),
+                control.clone(),
+                hook.clone(),
+            );
+            let task = tokio::spawn(async move {
+                let _ended = ended;
+                let result = run.await;
+                if let Some(hook) = hook {
+                    hook.fire(&result);
+                }
+                result
+            });
+            return Running { control, task };
+        }
         let task = tokio::spawn(start(
             self.clone(),
             source,
             sandbox.clone(),
             control.clone(),
+            hook,
         ));
         Running { control, task }
+    }
+}
+
+/// A callback for a run's end, called at most once: where the guest ended,
+/// or, if it never ran (a load error, a lost task), where that was seen.
+struct ExitHook(Mutex<Option<ExitFn>>);
+
+type ExitFn = Box<dyn FnOnce(&Result<Exit, ShimError>) + Send + 'static>;
+
+impl ExitHook {
+    fn new(f: impl FnOnce(&Result<Exit, ShimError>) + Send + 'static) -> Self {
+        Self(Mutex::new(Some(Box::new(f))))
+    }
+
+    fn fire(&self, result: &Result<Exit, ShimError>) {
+        let f = self.0.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(f) = f {
+            f(result);
+        }
     }
 }
 
@@ -156,6 +221,21 @@ async fn start(
     source: ModuleSource,
     sandbox: Sandbox,
     control: Arc<Control>,
+    hook: Option<Arc<ExitHook>>,
+) -> Result<Exit, ShimError> {
+    let result = run_to_end(engine, source, sandbox, control, hook.clone()).await;
+    if let Some(hook) = hook {
+        hook.fire(&result);
+    }
+    result
+}
+
+async fn run_to_end(
+    engine: Engine,
+    source: ModuleSource,
+    sandbox: Sandbox,
+    control: Arc<Control>,
+    hook: Option<Arc<ExitHook>>,
 ) -> Result<Exit, ShimError> {
     let _ended = PhaseGuard(control.clone());
     let loaded = engine.load(&source).await?;
@@ -167,13 +247,47 @@ async fn start(
             .instrument(span)
             .await;
     }
+    command(engine, loaded, sandbox, control, hook).await
+}
+
+/// Starts a loaded command on the engine's pools at once (the hook fires
+/// on the pool's thread when it ends); the future awaits its end.
+fn command(
+    engine: Engine,
+    loaded: Loaded,
+    sandbox: Sandbox,
+    control: Arc<Control>,
+    hook: Option<Arc<ExitHook>>,
+) -> impl Future<Output = Result<Exit, ShimError>> + Send + 'static {
     control.set_phase(Phase::Command);
     let span = tracing::info_span!("command", digest = %loaded.digest);
-    let task = engine
-        .inner
-        .pools
-        .spawn(execute(engine.clone(), loaded, sandbox, control).instrument(span));
-    task.await?
+    let guest = execute(engine.clone(), loaded, sandbox, control).instrument(span);
+    let task = engine.inner.pools.spawn(async move {
+        let result = guest.await;
+        if let Some(hook) = hook {
+            hook.fire(&result);
+        }
+        result
+    });
+    async move { task.await? }
+}
+
+impl Engine {
+    /// `source` loaded from the in-memory cache, if it is there (by its
+    /// known digest) and is a command (a core module, or a component that
+    /// is not an HTTP function).
+    fn compiled_command(&self, source: &ModuleSource) -> Option<Loaded> {
+        let digest = source.known_digest().ok()??;
+        let loaded = self.memory_hit(&digest)?;
+        match &loaded.compiled {
+            Compiled::Component(component)
+                if serve::is_http_function(&self.inner.wasmtime, component) =>
+            {
+                None
+            }
+            _ => Some(loaded),
+        }
+    }
 }
 
 async fn execute(

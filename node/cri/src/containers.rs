@@ -1,9 +1,9 @@
 //! Containers: CREATED -> RUNNING -> EXITED. CreateContainer checks the image
 //! is pulled and its module compiles, and works out the guest's [`Spec`];
-//! StartContainer spawns the guest with its log sinks and hands its
-//! `Running` to a watcher task, which records the exit (code, reason,
-//! message) the moment the guest ends, with nobody polling. StopContainer
-//! terminates with the grace period, then kills.
+//! StartContainer spawns the guest with its log sinks and a callback that
+//! records the exit (code, reason, message) the moment the guest ends, on
+//! the thread where it ended, with nobody polling and no task woken for it.
+//! StopContainer terminates with the grace period, then kills.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_cri::v1 as cri;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::watch;
 use tracing::Instrument;
 use wasi_shim::{Exit, ExitReason, ModuleKind, ModuleSource, Output, Running, ShimError};
 
@@ -161,7 +161,7 @@ impl Runtime {
 
     pub async fn start_container(self: &Arc<Self>, id: &str) -> Result<(), CriError> {
         let log = self.open_log(id);
-        let (id, running, sinks, addr_rx, core_module) = {
+        let (id, running, core_module) = {
             let mut t = self.tables();
             let id = find(t.containers(), id, "container")?
                 .ok_or_else(|| CriError::not_found("container", id))?;
@@ -187,12 +187,7 @@ impl Runtime {
             };
             let pod_ip = pod.ip.map(IpAddr::V4);
             match self.launch(&c.rec, pod_ip, log) {
-                Ok(Launched {
-                    running,
-                    log,
-                    sinks,
-                }) => {
-                    let (addr_tx, addr_rx) = oneshot::channel();
+                Ok(Launched { running, log }) => {
                     let c = t.container_mut(&id).expect("looked up above");
                     c.rec.phase = Phase::Running;
                     c.rec.started_at = now_ns();
@@ -212,7 +207,7 @@ impl Runtime {
                         &id,
                         cri::ContainerEventType::ContainerStartedEvent,
                     );
-                    (id, (running, addr_tx), sinks, addr_rx, core_module)
+                    (id, running, core_module)
                 }
                 Err(e) => {
                     let c = t.container_mut(&id).expect("looked up above");
@@ -235,18 +230,15 @@ impl Runtime {
                 }
             }
         };
-        let (running, addr_tx) = running;
-        let span = tracing::info_span!("container", container = %id);
-        tokio::spawn(
-            watch_guest(self.clone(), id.clone(), running, sinks, addr_tx).instrument(span),
-        );
         // Wait until the guest is loaded and, for an HTTP function, listening,
         // so that the kubelet's first probe finds it. A core module is a
-        // command, found in memory: nothing to wait for.
+        // command, found in memory: nothing to wait for. The exit is
+        // recorded by the guest's end (`launch`), not by a task here.
         let addr = if core_module {
             None
         } else {
-            addr_rx.await.ok().flatten()
+            let span = tracing::info_span!("container", container = %id);
+            running.http_addr().instrument(span).await
         };
         if let Some(addr) = addr {
             let mut t = self.tables();
@@ -283,7 +275,7 @@ impl Runtime {
     /// Builds the sandbox, with its output to the opened `log`, and spawns
     /// the guest.
     fn launch(
-        &self,
+        self: &Arc<Self>,
         rec: &ContainerRecord,
         pod_ip: Option<IpAddr>,
         log: Result<Option<Arc<LogFile>>, CriError>,
@@ -311,7 +303,7 @@ impl Runtime {
                 pod_ip.unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)),
                 rec.spec.http_port,
             ));
-        let mut sinks = Vec::new();
+        let mut sinks: Vec<Arc<StreamSink>> = Vec::new();
         let log = match log? {
             Some(log) => {
                 let out = Arc::new(StreamSink::new(log.clone(), "stdout"));
@@ -325,19 +317,28 @@ impl Runtime {
             }
             None => None,
         };
-        let running = self.engine.spawn(
+        // The exit is recorded where the guest ends (its pool's thread):
+        // the sinks closed first, so the log is complete when the STOPPED
+        // event goes out.
+        let rt = Arc::downgrade(self);
+        let id = rec.id.clone();
+        let running = self.engine.spawn_then(
             ModuleSource::verified(&rec.image.path, &rec.image.id),
             &builder.build(),
+            move |result| {
+                for s in &sinks {
+                    s.close();
+                }
+                if let Some(rt) = rt.upgrade() {
+                    rt.exited(&id, result);
+                }
+            },
         );
-        Ok(Launched {
-            running,
-            log,
-            sinks,
-        })
+        Ok(Launched { running, log })
     }
 
     /// Records the end of a run.
-    fn exited(&self, id: &str, result: Result<Exit, ShimError>) {
+    fn exited(&self, id: &str, result: &Result<Exit, ShimError>) {
         let mut t = self.tables();
         let Some(c) = t.container_mut(id) else {
             return;
@@ -345,12 +346,12 @@ impl Runtime {
         if c.rec.phase != Phase::Running {
             return;
         }
-        let (code, reason, message) = match &result {
+        let (code, reason, message) = match result {
             Ok(exit) => describe_exit(exit),
             Err(e) => (START_ERROR_EXIT_CODE, "StartError".to_owned(), chain(e)),
         };
         let usage = c.live.as_ref().map(|l| l.kill.usage());
-        if let Ok(exit) = &result {
+        if let Ok(exit) = result {
             c.rec.cpu_nanos = u64::try_from(exit.cpu_time.as_nanos()).unwrap_or(u64::MAX);
             c.rec.memory_bytes = exit.peak_memory_bytes;
         } else if let Some(u) = usage {
@@ -554,24 +555,6 @@ impl Runtime {
 struct Launched {
     running: Running,
     log: Option<Arc<LogFile>>,
-    sinks: Vec<Arc<StreamSink>>,
-}
-
-/// Follows a guest from its start to its end, then records the exit.
-async fn watch_guest(
-    rt: Arc<Runtime>,
-    id: String,
-    running: Running,
-    sinks: Vec<Arc<StreamSink>>,
-    addr_tx: oneshot::Sender<Option<std::net::SocketAddr>>,
-) {
-    let addr = running.http_addr().await;
-    let _ = addr_tx.send(addr);
-    let result = running.wait().await;
-    for s in &sinks {
-        s.close();
-    }
-    rt.exited(&id, result);
 }
 
 /// Exit code, reason and message as the kubelet shows them.
