@@ -427,6 +427,73 @@ async fn the_node_registers_and_hello_runs_to_completion() -> anyhow::Result<()>
     Ok(())
 }
 
+/// The unix stream connections `pid` accepted (on any listening socket; the
+/// runtime's is bound under a temporary name and renamed), as `ss -xpn`
+/// shows them: for each, the PIDs holding its peer end.
+fn accepted_connections(pid: u32) -> anyhow::Result<Vec<Vec<u32>>> {
+    let out = std::process::Command::new("ss").args(["-xpn"]).output()?;
+    anyhow::ensure!(out.status.success(), "ss -xpn failed: {out:?}");
+    let text = String::from_utf8(out.stdout)?;
+    let pids = |line: &str| -> Vec<u32> {
+        line.split("pid=")
+            .skip(1)
+            .filter_map(|s| s.split(',').next()?.parse().ok())
+            .collect()
+    };
+    // Netid State Recv-Q Send-Q Local Port Peer Port Process; a client's
+    // end has no local address (`*`), an accepted end its listener's path.
+    let mut by_inode = std::collections::HashMap::new();
+    let mut accepted = Vec::new();
+    for line in text.lines().skip(1) {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.len() < 8 || f[1] != "ESTAB" {
+            continue;
+        }
+        by_inode.insert(f[5].to_owned(), pids(line));
+        if f[4] != "*" && pids(line).contains(&pid) {
+            accepted.push(f[7].to_owned());
+        }
+    }
+    Ok(accepted
+        .into_iter()
+        .map(|peer| by_inode.get(&peer).cloned().unwrap_or_default())
+        .collect())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn shoal_node_s_kubelet_calls_its_runtime_in_process() -> anyhow::Result<()> {
+    let c = Cluster::start(false).await?;
+    // The kubelet has registered the node (Version, Status) and now runs a
+    // pod to its end: every CRI call a pod needs.
+    c.create(
+        "local",
+        json!({
+            "restartPolicy": "Never",
+            "containers": [{"name": "hello", "image": "hello:v1", "args": ["one"]}],
+        }),
+    )
+    .await?;
+    c.wait_pod("local", "Succeeded", |p| phase(p) == "Succeeded")
+        .await?;
+    let mut rt = cri(&c.node).await;
+    rt.version(cri_api::VersionRequest::default()).await?;
+    let node = c.node.pid().context("the node's PID")?;
+    let me = std::process::id();
+    let peers = accepted_connections(node)?;
+    // This test's own client is seen: the check can see a connection and
+    // who holds its other end.
+    assert!(
+        peers.iter().any(|p| p.contains(&me)),
+        "the test's own connection to the runtime is not seen: {peers:?}"
+    );
+    // No connection the node accepted comes from the node's own process.
+    assert!(
+        !peers.iter().any(|p| p.contains(&node)),
+        "the node's kubelet dialled its runtime's socket: {peers:?}"
+    );
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn batch_pi_prints_digits_and_fails_on_a_bad_argument() -> anyhow::Result<()> {
     let c = Cluster::start(false).await?;

@@ -125,9 +125,10 @@ impl CriServer {
 
     /// Clients that call this runtime's services in the caller's task, with
     /// no socket: the same gRPC calls, encoded and decoded, with the same
-    /// spans and errors (see `client`). They work once [`serve`](Self::serve)
-    /// has started and until the runtime shuts down; calls made in process
-    /// are not part of the shutdown's drain, so their caller stops first.
+    /// spans and errors (see `client`). They hold the runtime, not the
+    /// server: calls made in process are not part of the shutdown's drain,
+    /// so their caller stops before [`serve`](Self::serve) ends (as `shoal
+    /// node` stops its kubelet before its runtime).
     pub fn in_process(&self) -> (RuntimeClient, ImageClient) {
         let rt = RuntimeServiceServer::new(RuntimeApi(self.rt.clone(), self.streams.clone()));
         let img = ImageServiceServer::new(ImageApi(self.rt.clone()));
