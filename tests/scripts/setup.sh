@@ -17,8 +17,9 @@ sudo_if_needed() {
 
 # Debian packages: etcd (the real store peer), protoc and the protobuf
 # includes (etcd-client's build), the OCI registry and htpasswd (its auth
-# tests), python venv for kubectl and the Python client.
-packages=(etcd-server protobuf-compiler libprotobuf-dev docker-registry apache2-utils python3-venv)
+# tests), python venv for kubectl and the Python client, iproute2 (`ss`,
+# which a test reads a process's socket connections with).
+packages=(etcd-server protobuf-compiler libprotobuf-dev docker-registry apache2-utils python3-venv iproute2)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
