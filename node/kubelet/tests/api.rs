@@ -3,6 +3,8 @@
 //! since, limits, previous, follow across rotation), exec (a WebSocket
 //! proxied to the runtime's streaming server), stats and pods.
 
+mod common;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -11,6 +13,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use bytes::Bytes;
+use common::{DEADLINE, Runtime, cri_config, sandbox_config};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
@@ -24,8 +27,6 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio_rustls::TlsConnector;
-
-const DEADLINE: Duration = Duration::from_secs(60);
 
 /// A CA that signs leaf certificates.
 struct Ca {
@@ -79,7 +80,8 @@ struct Node {
     addr: SocketAddr,
     ca: Ca,
     rt: cri::client::RuntimeClient,
-    stop: Option<oneshot::Sender<()>>,
+    /// Stops the runtime when the node is dropped.
+    _runtime: Runtime,
     api_stop: Option<oneshot::Sender<()>>,
 }
 
@@ -87,25 +89,12 @@ impl Node {
     async fn start() -> Result<Node> {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let dir = tempfile::tempdir()?;
-        let mut config = cri::Config::new(dir.path());
-        config.engine.total_instances = 64;
-        config.engine.total_component_instances = 32;
-        config.engine.total_memories = 32;
-        config.engine.total_tables = 64;
-        config.engine.total_stacks = 32;
+        let mut config = cri_config(dir.path());
         config.log_max_bytes = 64 * 1024;
         config.log_max_files = 200;
-        let n = std::process::id();
-        config.pod_cidr = format!("127.{}.{}.0/24", 43 + (n / 256) % 200, n % 256);
-        let server = cri::CriServer::build(config)
-            .await
-            .context("building the CRI server")?;
-        let socket = server.socket().to_owned();
-        let (stop, stopped) = oneshot::channel::<()>();
-        tokio::spawn(server.serve(async move {
-            let _ = stopped.await;
-        }));
-        let (rt, _) = cri::client::connect(&socket).await?;
+        let socket = config.socket.clone();
+        let runtime = Runtime::start(&config).await?;
+        let rt = runtime.rt.clone();
 
         let ca = Ca::new("shoal-ca")?;
         let serving = ca.leaf("node-a", &["system:nodes"], true)?;
@@ -126,7 +115,7 @@ impl Node {
             addr,
             ca,
             rt,
-            stop: Some(stop),
+            _runtime: runtime,
             api_stop: Some(api_stop),
         })
     }
@@ -139,28 +128,8 @@ impl Node {
     /// A pod sandbox labelled as the kubelet labels it.
     async fn pod(&mut self, name: &str) -> Result<(String, api::PodSandboxConfig)> {
         let uid = format!("uid-{name}");
-        let config = api::PodSandboxConfig {
-            metadata: Some(api::PodSandboxMetadata {
-                name: name.into(),
-                uid: uid.clone(),
-                namespace: "default".into(),
-                attempt: 0,
-            }),
-            hostname: name.into(),
-            log_directory: self
-                .dir
-                .path()
-                .join(format!("logs/default_{name}_{uid}"))
-                .display()
-                .to_string(),
-            labels: HashMap::from([
-                ("app".to_owned(), name.to_owned()),
-                (labels::POD_NAME.to_owned(), name.to_owned()),
-                (labels::POD_NAMESPACE.to_owned(), "default".to_owned()),
-                (labels::POD_UID.to_owned(), uid),
-            ]),
-            ..Default::default()
-        };
+        let log_dir = self.dir.path().join(format!("logs/default_{name}_{uid}"));
+        let config = sandbox_config(name, &log_dir, &[("app", name)]);
         let id = self
             .rt
             .run_pod_sandbox(api::RunPodSandboxRequest {
@@ -266,9 +235,6 @@ impl Node {
 impl Drop for Node {
     fn drop(&mut self) {
         if let Some(s) = self.api_stop.take() {
-            let _ = s.send(());
-        }
-        if let Some(s) = self.stop.take() {
             let _ = s.send(());
         }
     }

@@ -5,73 +5,29 @@
 //! when it is back it subscribes again, catches up with a relist (the
 //! container stopped by the runtime's shutdown) and is on events again.
 
-use std::collections::HashMap;
+mod common;
+
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use common::{DEADLINE, Runtime, cri_config, sandbox_config};
 use k8s_cri::v1 as api;
 use kubelet::cri::labels;
 use kubelet::pleg::{Listed, Mode, Pleg, Registry, Waker};
-use tokio::sync::{oneshot, watch};
-use tokio::task::JoinHandle;
+use tokio::sync::watch;
 
-const DEADLINE: Duration = Duration::from_secs(60);
 /// Long enough that a change seen within [`DEADLINE`] came on events.
 const NEVER: Duration = Duration::from_secs(3600);
 
 const EXITED: i32 = 10 + api::ContainerState::ContainerExited as i32;
 const RUNNING: i32 = 10 + api::ContainerState::ContainerRunning as i32;
 
-/// A CRI server serving on its socket until stopped.
-struct Runtime {
-    stop: Option<oneshot::Sender<()>>,
-    served: Option<JoinHandle<()>>,
-    rt: cri::client::RuntimeClient,
-}
-
 impl Runtime {
-    async fn start(config: &cri::Config) -> Result<Runtime> {
-        let server = cri::CriServer::build(config.clone())
-            .await
-            .context("building the CRI server")?;
-        let socket = server.socket().to_owned();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let served = tokio::spawn(async move {
-            if let Err(e) = server
-                .serve(async move {
-                    let _ = stopped.await;
-                })
-                .await
-            {
-                eprintln!("CRI server: {e}");
-            }
-        });
-        let (rt, _) = cri::client::connect(&socket).await?;
-        Ok(Runtime {
-            stop: Some(stop),
-            served: Some(served),
-            rt,
-        })
-    }
-
-    /// Shuts the server down (its streams end) and waits for it.
-    async fn stop(mut self) -> Result<()> {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        if let Some(h) = self.served.take() {
-            tokio::time::timeout(DEADLINE, h)
-                .await
-                .context("the CRI server does not stop")??;
-        }
-        Ok(())
-    }
-
-    /// A pod sandbox labelled as the kubelet labels it, and container
-    /// `main` in it running `image` (slowed to `cpu` cores if given).
+    /// Runs a kubelet-labelled pod `name` with one container, `main`, of
+    /// `image` (with a CPU limit of `cpu` cores): its UID and container id.
     async fn pod(
         &mut self,
         dir: &Path,
@@ -80,23 +36,8 @@ impl Runtime {
         cpu: Option<f64>,
     ) -> Result<(String, String)> {
         let uid = format!("uid-{name}");
-        let pod_labels = HashMap::from([
-            (labels::POD_NAME.to_owned(), name.to_owned()),
-            (labels::POD_NAMESPACE.to_owned(), "default".to_owned()),
-            (labels::POD_UID.to_owned(), uid.clone()),
-        ]);
-        let config = api::PodSandboxConfig {
-            metadata: Some(api::PodSandboxMetadata {
-                name: name.into(),
-                uid: uid.clone(),
-                namespace: "default".into(),
-                attempt: 0,
-            }),
-            hostname: name.into(),
-            log_directory: dir.join(format!("logs/{uid}")).display().to_string(),
-            labels: pod_labels.clone(),
-            ..Default::default()
-        };
+        let config = sandbox_config(name, &dir.join(format!("logs/{uid}")), &[]);
+        let pod_labels = config.labels.clone();
         let sandbox = self
             .rt
             .run_pod_sandbox(api::RunPodSandboxRequest {
@@ -182,14 +123,7 @@ async fn mode_is(mode: &mut watch::Receiver<Mode>, want: Mode) -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exits_come_on_events_and_a_lost_stream_falls_back_to_relisting() -> Result<()> {
     let dir = tempfile::tempdir()?;
-    let mut config = cri::Config::new(dir.path());
-    config.engine.total_instances = 16;
-    config.engine.total_component_instances = 8;
-    config.engine.total_memories = 16;
-    config.engine.total_tables = 16;
-    config.engine.total_stacks = 8;
-    let n = std::process::id();
-    config.pod_cidr = format!("127.{}.{}.0/24", 43 + (n / 256) % 200, n % 256);
+    let config = cri_config(dir.path());
     let store = images::ImageStore::open(dir.path().join("images"))?;
     let hello = store.import(Path::new(artifacts::HELLO), "hello:v1")?.id;
     let flood = store
