@@ -45,11 +45,16 @@ pub async fn run(scale: f64, parts: &[String]) -> anyhow::Result<()> {
     }
 
     let mut cri = None;
+    // The CRI parts' directories, removed when the suite ends (see
+    // `runtime_cri::Bench::stop`).
+    let mut dirs = Vec::new();
     if wanted("cri") {
         // From a task on the runtime's workers, as the kubelet makes its
         // CRI calls (its pod workers are tasks), not from the main thread.
         let counts = (n(200.0), n(1000.0));
-        cri = Some(tokio::spawn(cri_part(counts.0, counts.1)).await??);
+        let (figures, left) = tokio::spawn(cri_part(counts.0, counts.1)).await??;
+        cri = Some(figures);
+        dirs = left;
     }
 
     // The container baseline: runc run of busybox true.
@@ -83,21 +88,30 @@ pub async fn run(scale: f64, parts: &[String]) -> anyhow::Result<()> {
     if wanted("http") {
         http_vs_wasmtime_serve()?;
     }
+    drop(dirs);
     Ok(())
 }
 
 /// The CRI rows, over each transport: `containers` of each program,
 /// `versions` Version calls. Answers `true`'s create-to-exit mean and p50
 /// (exits seen on the event stream) in process and over the socket.
-async fn cri_part(containers: usize, versions: usize) -> anyhow::Result<[(f64, f64); 2]> {
-    let local = cri_rows(Via::InProcess, containers, versions).await?;
-    let socket = cri_rows(Via::Socket, containers, versions).await?;
-    Ok([local, socket])
+/// Also gives back the benches' directories, to be removed at the end.
+async fn cri_part(
+    containers: usize,
+    versions: usize,
+) -> anyhow::Result<([(f64, f64); 2], Vec<tempfile::TempDir>)> {
+    let (local, local_dir) = cri_rows(Via::InProcess, containers, versions).await?;
+    let (socket, socket_dir) = cri_rows(Via::Socket, containers, versions).await?;
+    Ok(([local, socket], vec![local_dir, socket_dir]))
 }
 
 /// The CRI rows of one transport (prefix `cri_` over the socket,
 /// `cri_local_` in process).
-async fn cri_rows(via: Via, containers: usize, versions: usize) -> anyhow::Result<(f64, f64)> {
+async fn cri_rows(
+    via: Via,
+    containers: usize,
+    versions: usize,
+) -> anyhow::Result<((f64, f64), tempfile::TempDir)> {
     use crate::runtime_cri::{Bench, ExitSeen, Program};
     let p = match via {
         Via::Socket => "cri",
@@ -128,8 +142,8 @@ async fn cri_rows(via: Via, containers: usize, versions: usize) -> anyhow::Resul
     );
     let version = bench.version_calls(versions).await?;
     report_latency(&format!("{p}_version_call"), version, None);
-    bench.stop().await?;
-    Ok(cri)
+    let dir = bench.stop().await?;
+    Ok((cri, dir))
 }
 
 /// `hello-http` through our server (a child process) against `wasmtime
