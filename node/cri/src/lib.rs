@@ -40,6 +40,7 @@ mod records;
 mod runtime;
 mod server;
 mod service;
+mod spare_logs;
 mod spec;
 mod stats;
 mod streaming;
