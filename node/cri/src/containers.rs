@@ -267,14 +267,9 @@ impl Runtime {
                 _ => return Ok(None),
             }
         };
-        LogFile::open(
-            &path,
-            self.config.log_max_bytes,
-            self.config.log_max_files,
-            self.spare_logs.as_ref(),
-        )
-        .map(|log| Some(Arc::new(log)))
-        .map_err(CriError::io("open the container log", &path))
+        LogFile::open(&path, self.config.log_max_bytes, self.config.log_max_files)
+            .map(|log| Some(Arc::new(log)))
+            .map_err(CriError::io("open the container log", &path))
     }
 
     /// Builds the sandbox, with its output to the opened `log`, and spawns

@@ -40,7 +40,6 @@ mod records;
 mod runtime;
 mod server;
 mod service;
-mod spare_logs;
 mod spec;
 mod stats;
 mod streaming;

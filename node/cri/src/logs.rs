@@ -45,17 +45,8 @@ impl LogFile {
     /// `open` that creates the file: the directory is only made when that
     /// fails for want of it, and an existing file's size only read when
     /// there is one.
-    ///
-    /// With `spares`, a spare file is linked into place when one is ready
-    /// (see `spare_logs`).
-    pub(crate) fn open(
-        path: &Path,
-        max_bytes: u64,
-        max_files: usize,
-        spares: Option<&crate::spare_logs::SpareLogs>,
-    ) -> io::Result<Self> {
-        let spare = spares.and_then(|s| s.take(path)).map(|file| Ok((file, 0)));
-        let (file, size) = match spare.unwrap_or_else(|| open_append(path)) {
+    pub fn open(path: &Path, max_bytes: u64, max_files: usize) -> io::Result<Self> {
+        let (file, size) = match open_append(path) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 if let Some(dir) = path.parent() {
                     fs::create_dir_all(dir)?;
@@ -327,7 +318,7 @@ mod tests {
     fn lines_partials_and_streams() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c/0.log");
-        let log = Arc::new(LogFile::open(&path, 1 << 20, 3, None).unwrap());
+        let log = Arc::new(LogFile::open(&path, 1 << 20, 3).unwrap());
         let out = StreamSink::new(log.clone(), "stdout");
         let err = StreamSink::new(log.clone(), "stderr");
         out.write(b"one\ntwo\r\nthr").unwrap();
@@ -363,7 +354,7 @@ mod tests {
     fn rotation_bounds_the_files() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("0.log");
-        let log = Arc::new(LogFile::open(&path, 1000, 3, None).unwrap());
+        let log = Arc::new(LogFile::open(&path, 1000, 3).unwrap());
         let out = StreamSink::new(log.clone(), "stdout");
         for i in 0..500 {
             out.write(format!("line {i}\n").as_bytes()).unwrap();
@@ -386,7 +377,7 @@ mod tests {
     fn one_file_means_truncate() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("0.log");
-        let log = Arc::new(LogFile::open(&path, 200, 1, None).unwrap());
+        let log = Arc::new(LogFile::open(&path, 200, 1).unwrap());
         let out = StreamSink::new(log, "stdout");
         for i in 0..100 {
             out.write(format!("line {i}\n").as_bytes()).unwrap();
@@ -399,7 +390,7 @@ mod tests {
     fn reopen_follows_a_rename() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("0.log");
-        let log = Arc::new(LogFile::open(&path, 1 << 20, 2, None).unwrap());
+        let log = Arc::new(LogFile::open(&path, 1 << 20, 2).unwrap());
         let out = StreamSink::new(log.clone(), "stdout");
         out.write(b"before\n").unwrap();
         let moved = dir.path().join("0.log.20240101-000000");
@@ -414,12 +405,12 @@ mod tests {
     fn open_makes_a_missing_directory_and_appends_to_an_existing_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("web").join("0.log");
-        let log = Arc::new(LogFile::open(&path, 1000, 2, None).unwrap());
+        let log = Arc::new(LogFile::open(&path, 1000, 2).unwrap());
         StreamSink::new(log, "stdout").write(b"first\n").unwrap();
         let size = fs::metadata(&path).unwrap().len();
         // Opened again (a runtime restart): appends, and rotates counting
         // what is there.
-        let log = Arc::new(LogFile::open(&path, size + 10, 2, None).unwrap());
+        let log = Arc::new(LogFile::open(&path, size + 10, 2).unwrap());
         StreamSink::new(log, "stdout").write(b"second\n").unwrap();
         assert_eq!(records(&rotated(&path, 1))[0].2, "first");
         assert_eq!(records(&path)[0].2, "second");

@@ -28,7 +28,6 @@ use crate::logs::LogFile;
 use crate::records::{
     ContainerRecord, Phase, PodRecord, RUNTIME_RESTARTED, Records, UNKNOWN_EXIT_CODE,
 };
-use crate::spare_logs::SpareLogs;
 use crate::tables::Tables;
 
 /// The CRI API version served.
@@ -74,8 +73,6 @@ pub(crate) struct Runtime {
     pub ports: crate::ports::HostPorts,
     /// GetContainerEvents' broadcast.
     pub events: Events,
-    /// Log files made ahead of StartContainer (`DATA_DIR/cri/spare-logs`).
-    pub spare_logs: Option<SpareLogs>,
     tables: Mutex<Tables>,
 }
 
@@ -87,12 +84,6 @@ impl Runtime {
         let records = Records::open(&state_dir)?;
         // Scratch directories of execs an earlier run did not finish.
         let _ = std::fs::remove_dir_all(state_dir.join("exec"));
-        let spare_dir = state_dir.join("spare-logs");
-        let spare_logs = SpareLogs::open(&spare_dir)
-            .inspect_err(|e| {
-                tracing::warn!(dir = %spare_dir.display(), error = %e, "no spare log files: creating each log file at its start");
-            })
-            .ok();
         let images =
             ImageStore::open(config.data_dir.join("images"))?.with_config(config.registry.clone());
         let mut engine_config = config.engine.clone();
@@ -152,7 +143,6 @@ impl Runtime {
             state_dir,
             ports: Default::default(),
             events: Events::default(),
-            spare_logs,
             tables: Mutex::new(tables),
         }))
     }
