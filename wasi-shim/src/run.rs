@@ -8,6 +8,7 @@
 //! stopped.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -156,32 +157,38 @@ impl Engine {
         // A command already compiled in memory goes to its pool from here,
         // so the guest starts while the caller goes on (a runtime records
         // the start meanwhile); anything else is loaded on a task first.
-        if let Some(loaded) = self.compiled_command(&source) {
-            let ended = PhaseGuard(control.clone());
-            let run = command(
-                self.clone(),
-                loaded,
-                sandbox.clone(),
-                control.clone(),
-                hook.clone(),
-            );
-            let task = tokio::spawn(async move {
-                let _ended = ended;
-                let result = run.await;
-                if let Some(hook) = hook {
-                    hook.fire(&result);
+        let run: Pin<Box<dyn Future<Output = Result<Exit, ShimError>> + Send>> =
+            match self.compiled_command(&source) {
+                Some(loaded) => {
+                    let ended = PhaseGuard(control.clone());
+                    let run = command(
+                        self.clone(),
+                        loaded,
+                        sandbox.clone(),
+                        control.clone(),
+                        hook.clone(),
+                    );
+                    Box::pin(async move {
+                        let _ended = ended;
+                        run.await
+                    })
                 }
-                result
-            });
-            return Running { control, task };
-        }
-        let task = tokio::spawn(start(
-            self.clone(),
-            source,
-            sandbox.clone(),
-            control.clone(),
-            hook,
-        ));
+                None => Box::pin(run_to_end(
+                    self.clone(),
+                    source,
+                    sandbox.clone(),
+                    control.clone(),
+                    hook.clone(),
+                )),
+            };
+        let task = tokio::spawn(async move {
+            let result = run.await;
+            // A no-op when the guest's own thread has fired it.
+            if let Some(hook) = hook {
+                hook.fire(&result);
+            }
+            result
+        });
         Running { control, task }
     }
 }
@@ -214,20 +221,6 @@ impl Drop for KillOnDrop {
             k.kill();
         }
     }
-}
-
-async fn start(
-    engine: Engine,
-    source: ModuleSource,
-    sandbox: Sandbox,
-    control: Arc<Control>,
-    hook: Option<Arc<ExitHook>>,
-) -> Result<Exit, ShimError> {
-    let result = run_to_end(engine, source, sandbox, control, hook.clone()).await;
-    if let Some(hook) = hook {
-        hook.fire(&result);
-    }
-    result
 }
 
 async fn run_to_end(

@@ -441,41 +441,42 @@ async fn measure(
     run_batch(&pods, "warmup", "warmup", 1, Pace::InFlight(1)).await?;
     delete_all(&pods, everything).await?;
 
+    // The steady and burst phases: (figure prefix, batch label, form,
+    // pods, how they are sent), each on an idle node, removed after.
+    let mut phases = Vec::new();
     if wanted("steady") {
-        let rates = [
+        for (count, rate) in [
             (n(100.0), STEADY_RATE),
             (n(1000.0), STEADY_RATE),
             (n(1000.0), STEADY_RATE * 5.0),
-        ];
-        for (count, rate) in rates {
+        ] {
             let name = format!("steady{rate}_{count}");
-            settle(&name).await;
-            let b = run_batch(
-                &pods,
-                &format!("s{rate}-{count}"),
+            phases.push((
+                name,
+                format!("s{rate}-{count}"),
                 "steady",
                 count,
                 Pace::Rate(rate),
-            )
-            .await?;
-            report(&name, b, Some(count));
-            delete_all(&pods, everything).await?;
+            ));
         }
     }
     if wanted("burst") {
         for count in [n(100.0), n(1000.0)] {
-            settle(&format!("burst_{count}")).await;
-            let b = run_batch(
-                &pods,
-                &format!("n{count}"),
+            let pace = Pace::InFlight(IN_FLIGHT);
+            phases.push((
+                format!("burst_{count}"),
+                format!("n{count}"),
                 "burst",
                 count,
-                Pace::InFlight(IN_FLIGHT),
-            )
-            .await?;
-            report(&format!("burst_{count}"), b, Some(count));
-            delete_all(&pods, everything).await?;
+                pace,
+            ));
         }
+    }
+    for (name, batch, form, count, pace) in phases {
+        settle(&name).await;
+        let b = run_batch(&pods, &batch, form, count, pace).await?;
+        report(&name, b, Some(count));
+        delete_all(&pods, everything).await?;
     }
     if wanted("density") {
         let mut running = 0;

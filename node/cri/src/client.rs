@@ -79,7 +79,7 @@ pub fn connect_lazy(socket: impl AsRef<Path>) -> (RuntimeClient, ImageClient) {
 }
 
 /// The runtime and image clients over one transport.
-pub(crate) fn clients(transport: Transport) -> (RuntimeClient, ImageClient) {
+fn clients(transport: Transport) -> (RuntimeClient, ImageClient) {
     (
         RuntimeServiceClient::new(transport.clone()),
         ImageServiceClient::new(transport),

@@ -24,14 +24,16 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use k8s_cri::v1::image_service_client::ImageServiceClient;
 use k8s_cri::v1::image_service_server::ImageServiceServer;
+use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use k8s_cri::v1::runtime_service_server::RuntimeServiceServer;
 use tokio::net::{UnixListener, UnixStream};
 use tokio_stream::wrappers::UnixListenerStream;
 use tracing::Instrument;
 
 use crate::Config;
-use crate::client::{self, ImageClient, RuntimeClient, Transport};
+use crate::client::{ImageClient, RuntimeClient, Transport};
 use crate::error::CriError;
 use crate::runtime::Runtime;
 use crate::service::{ImageApi, RuntimeApi};
@@ -132,9 +134,10 @@ impl CriServer {
     pub fn in_process(&self) -> (RuntimeClient, ImageClient) {
         let rt = RuntimeServiceServer::new(RuntimeApi(self.rt.clone(), self.streams.clone()));
         let img = ImageServiceServer::new(ImageApi(self.rt.clone()));
-        let (rt_client, _) = client::clients(boxed(rt));
-        let (_, img_client) = client::clients(boxed(img));
-        (rt_client, img_client)
+        (
+            RuntimeServiceClient::new(boxed(rt)),
+            ImageServiceClient::new(boxed(img)),
+        )
     }
 
     /// The streaming server's address (port 0 resolved).

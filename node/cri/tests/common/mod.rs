@@ -36,8 +36,7 @@ pub fn test_config(dir: &Path) -> Config {
     c.engine.total_memories = 32;
     c.engine.total_tables = 64;
     c.engine.total_stacks = 32;
-    let n = std::process::id();
-    c.pod_cidr = format!("127.{}.{}.0/24", 43 + (n / 256) % 200, n % 256);
+    c.pod_cidr = testbed::pod_cidr(0);
     c
 }
 

@@ -26,8 +26,7 @@ pub fn cri_config(dir: &Path) -> cri::Config {
     config.engine.total_memories = 32;
     config.engine.total_tables = 64;
     config.engine.total_stacks = 32;
-    let n = std::process::id();
-    config.pod_cidr = format!("127.{}.{}.0/24", 43 + (n / 256) % 200, n % 256);
+    config.pod_cidr = testbed::pod_cidr(0);
     config
 }
 
