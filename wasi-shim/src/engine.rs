@@ -458,8 +458,22 @@ impl Engine {
         k.finalize().into()
     }
 
-    /// The compiled code of the module with this digest, if in memory.
-    pub(crate) fn memory_hit(&self, digest: &[u8; 32]) -> Option<Loaded> {
+    /// The compiled code of the module with this digest, if in memory,
+    /// counted as a memory hit.
+    fn memory_hit(&self, digest: &[u8; 32]) -> Option<Loaded> {
+        let loaded = self.memory_lookup(digest)?;
+        self.count_memory_hit();
+        Some(loaded)
+    }
+
+    /// Counts a use of the in-memory compiled code.
+    pub(crate) fn count_memory_hit(&self) {
+        self.inner.stats[0].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The compiled code of the module with this digest, if in memory,
+    /// not counted (the caller counts it if it uses it).
+    pub(crate) fn memory_lookup(&self, digest: &[u8; 32]) -> Option<Loaded> {
         let (kind, compiled) = self
             .inner
             .compiled
@@ -467,7 +481,6 @@ impl Engine {
             .unwrap_or_else(|e| e.into_inner())
             .get(&self.key(digest))
             .cloned()?;
-        self.inner.stats[0].fetch_add(1, Ordering::Relaxed);
         Some(Loaded {
             compiled,
             kind,

@@ -271,14 +271,18 @@ impl Engine {
     /// is not an HTTP function).
     fn compiled_command(&self, source: &ModuleSource) -> Option<Loaded> {
         let digest = source.known_digest().ok()??;
-        let loaded = self.memory_hit(&digest)?;
+        let loaded = self.memory_lookup(&digest)?;
         match &loaded.compiled {
             Compiled::Component(component)
                 if serve::is_http_function(&self.inner.wasmtime, component) =>
             {
+                // Loaded (and counted) by its task.
                 None
             }
-            _ => Some(loaded),
+            _ => {
+                self.count_memory_hit();
+                Some(loaded)
+            }
         }
     }
 }

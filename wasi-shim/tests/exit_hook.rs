@@ -107,3 +107,33 @@ async fn the_callback_runs_once_for_every_kind_of_end() {
     assert!(thread.unwrap_or_default().starts_with("wasi-shim-"));
     assert_eq!(calls.load(Ordering::SeqCst), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_from_memory_counts_one_hit_whichever_path_it_takes() {
+    let engine = Engine::new(EngineConfig::default()).unwrap();
+    let listen = "127.0.0.1:0".parse().unwrap();
+    // A command starts from the spawn call; an HTTP function from its task.
+    for (wasm, sandbox) in [
+        (artifacts::TRUE, Sandbox::builder().arg("true").build()),
+        (
+            artifacts::HELLO_HTTP,
+            Sandbox::builder().http_listen(listen).build(),
+        ),
+    ] {
+        let loaded = engine.load(&ModuleSource::file(wasm)).await.unwrap();
+        let before = engine.cache_stats().memory_hits;
+        let running = engine.spawn(
+            ModuleSource::verified(wasm, loaded.digest.clone()),
+            &sandbox,
+        );
+        // Loaded, and for the HTTP function listening.
+        let _ = tokio::time::timeout(DEADLINE, running.http_addr())
+            .await
+            .expect("the guest was loaded");
+        assert_eq!(engine.cache_stats().memory_hits, before + 1, "{wasm}");
+        running.kill_handle().kill();
+        let _ = tokio::time::timeout(DEADLINE, running.wait())
+            .await
+            .expect("the guest ended");
+    }
+}
