@@ -162,12 +162,22 @@ impl KillHandle {
     }
 }
 
-/// A guest running on a tokio task. Dropping it detaches the guest (it runs
-/// on); use [`KillHandle::kill`] or [`KillHandle::terminate`] to stop it.
+/// A guest running on a tokio task, or one that already ended on the
+/// thread that started it. Dropping it detaches the guest (it runs on); use
+/// [`KillHandle::kill`] or [`KillHandle::terminate`] to stop it.
 #[derive(Debug)]
 pub struct Running {
     pub(crate) control: Arc<Control>,
-    pub(crate) task: tokio::task::JoinHandle<Result<Exit, ShimError>>,
+    pub(crate) task: Task,
+}
+
+/// Where a run's end comes from.
+#[derive(Debug)]
+pub(crate) enum Task {
+    /// The task driving it.
+    Spawned(tokio::task::JoinHandle<Result<Exit, ShimError>>),
+    /// It ended before [`Running`] was made (a command run inline).
+    Ended(Result<Exit, ShimError>),
 }
 
 impl Running {
@@ -200,8 +210,11 @@ impl Running {
 
     /// Waits for the end of the run.
     pub async fn wait(self) -> Result<Exit, ShimError> {
-        self.task.await.map_err(|e| ShimError::Task {
-            message: e.to_string(),
-        })?
+        match self.task {
+            Task::Spawned(task) => task.await.map_err(|e| ShimError::Task {
+                message: e.to_string(),
+            })?,
+            Task::Ended(result) => result,
+        }
     }
 }

@@ -28,7 +28,7 @@ use wasmtime::{
 
 use crate::error::{ShimError, chain};
 use crate::host::{P1Host, P2Host};
-use crate::priority::Pools;
+use crate::priority::{Pools, RunHint};
 
 /// How the node's engine is sized. The pooling allocator reserves virtual
 /// address space for every memory slot up front (about 4 GiB each), so size
@@ -76,6 +76,15 @@ pub struct EngineConfig {
     /// on the low-priority pool, so that a crash loop of short commands
     /// cannot become a normal-priority load.
     pub normal_priority_share: f64,
+    /// A command whose module's runs have each ended within their first
+    /// poll, in at most this long, runs its next first slice on the thread
+    /// that starts it ([`Engine::run`], [`Prepared::start`]) instead of
+    /// waking a pool thread, so a short command starts, runs and ends with no
+    /// thread hand-off. A module that once took longer (or was pending in
+    /// that poll) never runs inline again. Zero turns this off.
+    ///
+    /// [`Prepared::start`]: crate::Prepared::start
+    pub inline_slice: Duration,
 }
 
 impl Default for EngineConfig {
@@ -96,6 +105,7 @@ impl Default for EngineConfig {
             guest_nice: 10,
             normal_priority_budget: Duration::from_millis(10),
             normal_priority_share: 0.25,
+            inline_slice: Duration::from_micros(250),
         }
     }
 }
@@ -229,6 +239,8 @@ pub(crate) enum Compiled {
 #[derive(Clone)]
 pub struct Loaded {
     pub(crate) compiled: Compiled,
+    /// How the module's runs went, shared by all of them.
+    pub(crate) hint: Arc<RunHint>,
     /// Core module or component.
     pub kind: ModuleKind,
     /// `sha256:` hex digest of the module bytes.
@@ -261,13 +273,17 @@ impl std::fmt::Debug for Engine {
     }
 }
 
+/// The in-memory compile cache: by [`Engine::key`], the compiled code and
+/// what its runs have shown.
+type InMemory = HashMap<[u8; 32], (ModuleKind, Compiled, Arc<RunHint>)>;
+
 pub(crate) struct Inner {
     pub(crate) wasmtime: wasmtime::Engine,
     pub(crate) config: EngineConfig,
     pub(crate) p1_linker: wasmtime::Linker<P1Host>,
     pub(crate) p2_linker: wasmtime::component::Linker<P2Host>,
     compat: u64,
-    compiled: Mutex<HashMap<[u8; 32], (ModuleKind, Compiled)>>,
+    compiled: Mutex<InMemory>,
     disk: Option<Cache>,
     stats: [AtomicU64; 3],
     stop_ticker: Arc<AtomicBool>,
@@ -356,6 +372,7 @@ impl Engine {
             config.guest_nice,
             config.normal_priority_budget,
             config.normal_priority_share,
+            config.inline_slice,
         )?;
 
         Ok(Self {
@@ -429,6 +446,7 @@ impl Engine {
             message: e.to_string(),
         })?
         .map_err(|e| ShimError::InvalidModule { message: chain(&e) })?;
+        let hint = Arc::<RunHint>::default();
         let cache = if disk_hits() > before {
             self.inner.stats[1].fetch_add(1, Ordering::Relaxed);
             CacheOutcome::Disk
@@ -440,9 +458,10 @@ impl Engine {
             .compiled
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(key, (kind, compiled.clone()));
+            .insert(key, (kind, compiled.clone(), hint.clone()));
         Ok(Loaded {
             compiled,
+            hint,
             kind,
             digest,
             cache,
@@ -474,7 +493,7 @@ impl Engine {
     /// The compiled code of the module with this digest, if in memory,
     /// not counted (the caller counts it if it uses it).
     pub(crate) fn memory_lookup(&self, digest: &[u8; 32]) -> Option<Loaded> {
-        let (kind, compiled) = self
+        let (kind, compiled, hint) = self
             .inner
             .compiled
             .lock()
@@ -483,6 +502,7 @@ impl Engine {
             .cloned()?;
         Some(Loaded {
             compiled,
+            hint,
             kind,
             digest: format!("sha256:{}", hex(digest)),
             cache: CacheOutcome::Memory,

@@ -26,7 +26,11 @@
 //!     per request, [`SandboxBuilder::http_concurrency`] requests at once,
 //!     [`SandboxBuilder::http_queue`] more waiting, 503 beyond.
 //!
-//!   [`Engine::run`] is spawn then wait.
+//!   [`Engine::run`] is spawn then wait. [`Engine::prepare_then`] gives a
+//!   [`Prepared`] guest whose kill handle exists before it starts; its
+//!   [`Prepared::start`], like `run`, lets a command whose runs have been
+//!   short take its first slice on the calling thread (`priority`), so it
+//!   may end, and its exit callback run, before `start` returns.
 //! - [`Running`] (`control`): [`Running::http_addr`] (awaitable: the bound
 //!   address, port 0 resolved), [`Running::usage`] (live [`Usage`]: CPU time,
 //!   memory now and at peak, requests served and in flight),
@@ -80,7 +84,7 @@ pub use engine::{
     CacheOutcome, CacheStats, Engine, EngineConfig, Loaded, ModuleKind, ModuleSource,
 };
 pub use error::ShimError;
-pub use run::{Exit, ExitReason, KILLED_EXIT_CODE, TERMINATED_EXIT_CODE, TRAP_EXIT_CODE};
+pub use run::{Exit, ExitReason, KILLED_EXIT_CODE, Prepared, TERMINATED_EXIT_CODE, TRAP_EXIT_CODE};
 pub use sandbox::{
     Access, DEFAULT_HTTP_CONCURRENCY, DEFAULT_HTTP_QUEUE, DEFAULT_MAX_INSTANCES, Input,
     InputStream, MemoryOutput, NetGrant, Output, OutputSink, Preopen, Sandbox, SandboxBuilder,

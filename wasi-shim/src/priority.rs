@@ -36,18 +36,30 @@
 //! At most `guest_threads` (cores − 1) workers run commands at normal
 //! priority, so a core is left to HTTP serving even while commands start.
 //!
+//! A command whose module's runs have so far each ended within their first
+//! poll, in at most [`EngineConfig::inline_slice`] ([`RunHint`]), may take
+//! that first poll on the thread that starts it ([`Pools::start`]), at that
+//! thread's priority and charged to the allowance like any first slice: a
+//! short command (a probe's exec, a job's step, `true`) then starts, runs
+//! and ends with no thread woken for it. If it is still pending after that
+//! poll, the rest goes to the start pool as above, and its module never
+//! runs inline again; so a start blocks its caller for at most one tick,
+//! once per module.
+//!
 //! [`EngineConfig::normal_priority_budget`]: crate::EngineConfig::normal_priority_budget
 //! [`EngineConfig::normal_priority_share`]: crate::EngineConfig::normal_priority_share
+//! [`EngineConfig::inline_slice`]: crate::EngineConfig::inline_slice
 
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use tokio::runtime::{Handle, Runtime};
-use tokio::task::JoinError;
+use tokio::task::{JoinError, JoinHandle};
 
 use crate::error::ShimError;
 
@@ -57,6 +69,9 @@ pub(crate) struct Pools {
     low: Handle,
     budget: Duration,
     allowance: Arc<Allowance>,
+    /// The longest first poll after which a module counts as short
+    /// ([`RunHint`]); zero never runs a command inline.
+    inline: Duration,
     /// Owned here only to be shut down without blocking when the engine goes.
     runtimes: Vec<Runtime>,
 }
@@ -75,12 +90,15 @@ impl Pools {
     /// Starts both pools: `threads` workers each, the low pool's at `nice`.
     /// A command runs on the start pool for at most `budget`, all of them
     /// together for at most `share` of a core; a zero budget or share runs
-    /// every command on the low pool from its start.
+    /// every command on the low pool from its start. A module whose runs
+    /// ended within `inline` of their first poll starts inline
+    /// ([`start`](Self::start)).
     pub(crate) fn new(
         threads: usize,
         nice: i32,
         budget: Duration,
         share: f64,
+        inline: Duration,
     ) -> Result<Self, ShimError> {
         let build = |name: &str, nice: Option<i32>| {
             let mut b = tokio::runtime::Builder::new_multi_thread();
@@ -106,45 +124,173 @@ impl Pools {
             low: low.handle().clone(),
             budget,
             allowance: Arc::new(Allowance::new(share, budget * 2)),
+            inline,
             runtimes: start.into_iter().chain([low]).collect(),
         })
+    }
+
+    /// Starts a command as [`spawn`](Self::spawn) does, and teaches `hint`
+    /// how its first poll went. When `inline` is allowed and the hint says
+    /// the module's runs are short (and the allowance is not spent), that
+    /// first poll happens here, on the calling thread, inside the start
+    /// pool's runtime context (timers and sockets the guest makes belong to
+    /// that pool): a command that ends in it is [`Started::Ended`], and one
+    /// still pending goes on on the start pool.
+    pub(crate) fn start<F>(&self, guest: F, hint: &Arc<RunHint>, inline: bool) -> Started<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        let learn = (!self.inline.is_zero()).then(|| (hint.clone(), self.inline));
+        if !(inline && hint.is_short()) || self.lowered_from_start() {
+            return Started::Pool(self.schedule(guest, learn));
+        }
+        let mut first = self.first_slice(guest, learn);
+        let polled = {
+            let _pool = self.start.enter();
+            // A panic is the task error it would be on a pool.
+            std::panic::catch_unwind(AssertUnwindSafe(|| {
+                Pin::new(&mut first).poll(&mut Context::from_waker(Waker::noop()))
+            }))
+        };
+        match polled {
+            Ok(Poll::Ready(Slice::Ended(out))) => Started::Ended(Ok(out)),
+            Ok(Poll::Ready(Slice::Lowered(guest))) => {
+                Started::Pool(PoolTask(self.low.spawn(async move { Ok(guest.await) })))
+            }
+            Ok(Poll::Pending) => Started::Pool(self.go_on(first)),
+            Err(panic) => Started::Ended(Err(ShimError::Task {
+                message: format!("the command panicked: {}", panic_message(&*panic)),
+            })),
+        }
     }
 
     /// Starts a command's future on the start pool (on the low pool when
     /// the allowance is spent), to move to the low pool once past its
     /// budget. The returned future awaits its output.
-    pub(crate) fn spawn<F>(
-        &self,
-        guest: F,
-    ) -> impl Future<Output = Result<F::Output, ShimError>> + Send + 'static + use<F>
+    #[cfg(test)]
+    pub(crate) fn spawn<F>(&self, guest: F) -> PoolTask<F::Output>
     where
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        let task = if self.budget.is_zero() || !self.allowance.available() {
-            self.low.spawn(async move { Ok(guest.await) })
-        } else {
-            let first = FirstSlice {
-                guest: Some(Box::pin(guest)),
-                budget: self.budget,
-                used: Duration::ZERO,
-                allowance: self.allowance.clone(),
-            };
-            let low = self.low.clone();
-            self.start.spawn(async move {
-                match first.await {
-                    Slice::Ended(out) => Ok(out),
-                    Slice::Lowered(guest) => low.spawn(guest).await,
-                }
-            })
-        };
-        async move {
-            match task.await {
-                Ok(Ok(out)) => Ok(out),
-                Ok(Err(e)) | Err(e) => Err(task_error(&e)),
-            }
+        self.schedule(guest, None)
+    }
+
+    fn schedule<F>(&self, guest: F, learn: Option<(Arc<RunHint>, Duration)>) -> PoolTask<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        if self.lowered_from_start() {
+            // Nothing learnt from a run that starts lowered: its first poll
+            // may wait behind normal-priority threads.
+            return PoolTask(self.low.spawn(async move { Ok(guest.await) }));
+        }
+        let first = self.first_slice(guest, learn);
+        self.go_on(first)
+    }
+
+    /// Whether a command starts on the low pool: no budget, or the
+    /// allowance spent.
+    fn lowered_from_start(&self) -> bool {
+        self.budget.is_zero() || !self.allowance.available()
+    }
+
+    fn first_slice<F: Future>(
+        &self,
+        guest: F,
+        learn: Option<(Arc<RunHint>, Duration)>,
+    ) -> FirstSlice<F> {
+        FirstSlice {
+            guest: Some(Box::pin(guest)),
+            budget: self.budget,
+            used: Duration::ZERO,
+            allowance: self.allowance.clone(),
+            learn,
         }
     }
+
+    /// Polls `first` on the start pool from now on, then on the low pool
+    /// once it is lowered.
+    fn go_on<F>(&self, first: FirstSlice<F>) -> PoolTask<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        let low = self.low.clone();
+        PoolTask(self.start.spawn(async move {
+            match first.await {
+                Slice::Ended(out) => Ok(out),
+                Slice::Lowered(guest) => low.spawn(guest).await,
+            }
+        }))
+    }
+}
+
+/// How [`Pools::start`] left a command.
+pub(crate) enum Started<T> {
+    /// It ended in its first poll, on the calling thread (or panicked
+    /// there: a task error).
+    Ended(Result<T, ShimError>),
+    /// It runs on the pools.
+    Pool(PoolTask<T>),
+}
+
+/// A command on the pools: awaits its output (or why its task failed).
+pub(crate) struct PoolTask<T>(JoinHandle<Result<T, JoinError>>);
+
+impl<T> Future for PoolTask<T> {
+    type Output = Result<T, ShimError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.0).poll(cx).map(|r| match r {
+            Ok(Ok(out)) => Ok(out),
+            Ok(Err(e)) | Err(e) => Err(task_error(&e)),
+        })
+    }
+}
+
+/// How long a module's runs took in their first poll (timed at normal
+/// priority), which is how long an inline start blocks its caller: short
+/// once one took at most the inline limit; long, for good, once a short
+/// module's took more. Whether the run ended in that poll does not matter:
+/// a server pending on its socket after a short first poll blocked nobody
+/// either. A first poll longer than the limit leaves an unknown module
+/// unknown (a module's first run also pays for setting up its memory
+/// image), so a module that is always slow never runs inline. Shared by
+/// every run of the module (kept with its compiled code).
+#[derive(Debug, Default)]
+pub(crate) struct RunHint(AtomicU8);
+
+const UNKNOWN: u8 = 0;
+const SHORT: u8 = 1;
+const LONG: u8 = 2;
+
+impl RunHint {
+    pub(crate) fn is_short(&self) -> bool {
+        self.0.load(Ordering::Relaxed) == SHORT
+    }
+
+    fn learn(&self, took: Duration, limit: Duration) {
+        let (from, to) = if took <= limit {
+            (UNKNOWN, SHORT)
+        } else {
+            (SHORT, LONG)
+        };
+        // Never back from long.
+        let _ = self
+            .0
+            .compare_exchange(from, to, Ordering::Relaxed, Ordering::Relaxed);
+    }
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(not a string)")
 }
 
 fn task_error(e: &JoinError) -> ShimError {
@@ -209,6 +355,9 @@ struct FirstSlice<F> {
     /// Time spent in its polls so far.
     used: Duration,
     allowance: Arc<Allowance>,
+    /// The module's hint and the inline limit, until the first poll is
+    /// learnt from.
+    learn: Option<(Arc<RunHint>, Duration)>,
 }
 
 enum Slice<F: Future> {
@@ -226,6 +375,9 @@ impl<F: Future> Future for FirstSlice<F> {
         let polled = Instant::now();
         let result = guest.as_mut().poll(cx);
         let took = polled.elapsed();
+        if let Some((hint, limit)) = self.learn.take() {
+            hint.learn(took, limit);
+        }
         self.used += took;
         let left = self.allowance.take(took);
         match result {
@@ -306,7 +458,7 @@ mod tests {
     #[tokio::test]
     async fn a_command_runs_at_normal_priority_until_it_used_its_budget() {
         let (base, low) = low_nice();
-        let pools = Pools::new(1, low, BUDGET, 1.0).unwrap();
+        let pools = Pools::new(1, low, BUDGET, 1.0, Duration::ZERO).unwrap();
 
         // A short one never leaves the start pool.
         assert_eq!(pools.spawn(guest(0, BUDGET)).await.unwrap(), [base]);
@@ -320,8 +472,8 @@ mod tests {
 
         // With no budget, or no share, everything runs lowered.
         for pools in [
-            Pools::new(1, low, Duration::ZERO, 1.0).unwrap(),
-            Pools::new(1, low, BUDGET, 0.0).unwrap(),
+            Pools::new(1, low, Duration::ZERO, 1.0, Duration::ZERO).unwrap(),
+            Pools::new(1, low, BUDGET, 0.0, Duration::ZERO).unwrap(),
         ] {
             assert_eq!(pools.spawn(guest(1, BUDGET)).await.unwrap(), [low, low]);
         }
@@ -332,7 +484,7 @@ mod tests {
         let (base, low) = low_nice();
         // A share too small to refill within the test: only the bucket's
         // first two budgets run at normal priority.
-        let pools = Pools::new(1, low, BUDGET, 1e-6).unwrap();
+        let pools = Pools::new(1, low, BUDGET, 1e-6, Duration::ZERO).unwrap();
         assert_eq!(pools.spawn(guest(0, BUDGET)).await.unwrap(), [base]);
         // One poll of three budgets: it ends where it started, in debt.
         let greedy = pools.spawn(guest(1, BUDGET * 3)).await.unwrap();
@@ -354,7 +506,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_panicking_command_is_a_task_error_on_either_pool() {
-        let pools = Pools::new(1, 12, BUDGET, 1.0).unwrap();
+        let pools = Pools::new(1, 12, BUDGET, 1.0, Duration::ZERO).unwrap();
         for slices in [0, 3] {
             let err = pools
                 .spawn(async move {

@@ -17,11 +17,12 @@ use wasmtime::{Store, Trap, WasmBacktrace};
 use wasmtime_wasi::I32Exit;
 use wasmtime_wasi::p2::bindings::Command;
 
-use crate::control::{Control, KillHandle, Phase, PhaseGuard, Running, Signal};
+use crate::control::{Control, KillHandle, Phase, PhaseGuard, Running, Signal, Task};
 use crate::engine::{CacheOutcome, Compiled, Engine, Loaded, ModuleSource};
 use crate::error::{ShimError, chain};
 use crate::host::{Guard, P1Host, P2Host, Stop};
 use crate::limits::{Limiter, MemoryLimitExceeded};
+use crate::priority::Started;
 use crate::sandbox::Sandbox;
 use crate::serve;
 use crate::wasi;
@@ -109,8 +110,11 @@ impl Engine {
     /// call inside a tokio runtime). Dropping the future kills the guest. An
     /// HTTP function only ends when stopped, so start one with
     /// [`spawn`](Self::spawn).
+    ///
+    /// A short command may run inline, in this future's first poll (see
+    /// [`EngineConfig::inline_slice`](crate::EngineConfig::inline_slice)).
     pub async fn run(&self, source: ModuleSource, sandbox: &Sandbox) -> Result<Exit, ShimError> {
-        let running = self.spawn(source, sandbox);
+        let running = self.spawn_inner(source, sandbox, None, true);
         let mut kill = KillOnDrop(Some(running.kill_handle()));
         let exit = running.wait().await;
         kill.0 = None;
@@ -130,7 +134,7 @@ impl Engine {
     ///   calling runtime, one fresh instance per request, until stopped.
     ///   Without a listen address it ends with [`ShimError::NoHttpListen`].
     pub fn spawn(&self, source: ModuleSource, sandbox: &Sandbox) -> Running {
-        self.spawn_inner(source, sandbox, None)
+        self.spawn_inner(source, sandbox, None, false)
     }
 
     /// As [`spawn`](Self::spawn), and calls `on_exit` once with the run's
@@ -144,7 +148,32 @@ impl Engine {
         sandbox: &Sandbox,
         on_exit: impl FnOnce(&Result<Exit, ShimError>) + Send + 'static,
     ) -> Running {
-        self.spawn_inner(source, sandbox, Some(Arc::new(ExitHook::new(on_exit))))
+        self.spawn_inner(
+            source,
+            sandbox,
+            Some(Arc::new(ExitHook::new(on_exit))),
+            false,
+        )
+    }
+
+    /// A guest ready to start, with `on_exit` to be called once with its
+    /// end: its [`KillHandle`] is there before it runs, so a runtime can
+    /// record the start first and then [`start`](Prepared::start) it
+    /// without holding its own locks, since a short command may end (and
+    /// `on_exit` run) inside `start`, on the calling thread.
+    pub fn prepare_then(
+        &self,
+        source: ModuleSource,
+        sandbox: &Sandbox,
+        on_exit: impl FnOnce(&Result<Exit, ShimError>) + Send + 'static,
+    ) -> Prepared {
+        Prepared {
+            engine: self.clone(),
+            source,
+            sandbox: sandbox.clone(),
+            hook: Arc::new(ExitHook::new(on_exit)),
+            control: Arc::new(Control::default()),
+        }
     }
 
     fn spawn_inner(
@@ -152,26 +181,53 @@ impl Engine {
         source: ModuleSource,
         sandbox: &Sandbox,
         hook: Option<Arc<ExitHook>>,
+        inline: bool,
     ) -> Running {
-        let control = Arc::new(Control::default());
-        // A command already compiled in memory goes to its pool from here,
-        // so the guest starts while the caller goes on (a runtime records
-        // the start meanwhile); anything else is loaded on a task first.
+        self.start_with(Arc::new(Control::default()), source, sandbox, hook, inline)
+    }
+
+    fn start_with(
+        &self,
+        control: Arc<Control>,
+        source: ModuleSource,
+        sandbox: &Sandbox,
+        hook: Option<Arc<ExitHook>>,
+        inline: bool,
+    ) -> Running {
+        // A command already compiled in memory starts from here: inline
+        // when `inline` and its runs have been short (it may end before
+        // this returns), else on its pool, so the guest starts while the
+        // caller goes on (a runtime records the start meanwhile); anything
+        // else is loaded on a task first.
         let run: Pin<Box<dyn Future<Output = Result<Exit, ShimError>> + Send>> =
             match self.compiled_command(&source) {
                 Some(loaded) => {
                     let ended = PhaseGuard(control.clone());
-                    let run = command(
+                    match command(
                         self.clone(),
                         loaded,
                         sandbox.clone(),
                         control.clone(),
                         hook.clone(),
-                    );
-                    Box::pin(async move {
-                        let _ended = ended;
-                        run.await
-                    })
+                        inline,
+                    ) {
+                        Started::Ended(result) => {
+                            let result = result.and_then(|r| r);
+                            // A no-op unless the guest panicked before it.
+                            if let Some(hook) = hook {
+                                hook.fire(&result);
+                            }
+                            drop(ended);
+                            return Running {
+                                control,
+                                task: Task::Ended(result),
+                            };
+                        }
+                        Started::Pool(task) => Box::pin(async move {
+                            let _ended = ended;
+                            task.await?
+                        }),
+                    }
                 }
                 None => Box::pin(run_to_end(
                     self.clone(),
@@ -189,7 +245,49 @@ impl Engine {
             }
             result
         });
-        Running { control, task }
+        Running {
+            control,
+            task: Task::Spawned(task),
+        }
+    }
+}
+
+/// A guest made by [`Engine::prepare_then`], not started yet.
+pub struct Prepared {
+    engine: Engine,
+    source: ModuleSource,
+    sandbox: Sandbox,
+    hook: Arc<ExitHook>,
+    control: Arc<Control>,
+}
+
+impl std::fmt::Debug for Prepared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Prepared").finish_non_exhaustive()
+    }
+}
+
+impl Prepared {
+    /// The handle that will stop the guest; a kill or terminate made before
+    /// [`start`](Self::start) ends it as soon as it starts.
+    pub fn kill_handle(&self) -> KillHandle {
+        KillHandle(self.control.clone())
+    }
+
+    /// Starts the guest (call inside a tokio runtime), as
+    /// [`Engine::spawn_then`] does, except that a command whose runs have
+    /// been short runs its first slice here (see
+    /// [`EngineConfig::inline_slice`](crate::EngineConfig::inline_slice)):
+    /// if it ends there, the exit callback has been called on this thread
+    /// by the time this returns.
+    pub fn start(self) -> Running {
+        self.engine.start_with(
+            self.control,
+            self.source,
+            &self.sandbox,
+            Some(self.hook),
+            true,
+        )
     }
 }
 
@@ -240,29 +338,38 @@ async fn run_to_end(
             .instrument(span)
             .await;
     }
-    command(engine, loaded, sandbox, control, hook).await
+    match command(engine, loaded, sandbox, control, hook, false) {
+        Started::Ended(result) => result?,
+        Started::Pool(task) => task.await?,
+    }
 }
 
-/// Starts a loaded command on the engine's pools at once (the hook fires
-/// on the pool's thread when it ends); the future awaits its end.
+/// Starts a loaded command at once: inline if `inline` allows and its
+/// module's runs have been short, else on the engine's pools. The hook
+/// fires on the thread where it ends.
 fn command(
     engine: Engine,
     loaded: Loaded,
     sandbox: Sandbox,
     control: Arc<Control>,
     hook: Option<Arc<ExitHook>>,
-) -> impl Future<Output = Result<Exit, ShimError>> + Send + 'static {
+    inline: bool,
+) -> Started<Result<Exit, ShimError>> {
     control.set_phase(Phase::Command);
     let span = tracing::info_span!("command", digest = %loaded.digest);
+    let hint = loaded.hint.clone();
     let guest = execute(engine.clone(), loaded, sandbox, control).instrument(span);
-    let task = engine.inner.pools.spawn(async move {
-        let result = guest.await;
-        if let Some(hook) = hook {
-            hook.fire(&result);
-        }
-        result
-    });
-    async move { task.await? }
+    engine.inner.pools.start(
+        async move {
+            let result = guest.await;
+            if let Some(hook) = hook {
+                hook.fire(&result);
+            }
+            result
+        },
+        &hint,
+        inline,
+    )
 }
 
 impl Engine {

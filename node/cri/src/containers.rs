@@ -1,8 +1,11 @@
 //! Containers: CREATED -> RUNNING -> EXITED. CreateContainer checks the image
 //! is pulled and its module compiles, and works out the guest's [`Spec`];
-//! StartContainer spawns the guest with its log sinks and a callback that
-//! records the exit (code, reason, message) the moment the guest ends, on
-//! the thread where it ended, with nobody polling and no task woken for it.
+//! StartContainer records the start, then starts the guest (outside the
+//! tables' lock) with its log sinks and a callback that records the exit
+//! (code, reason, message) the moment the guest ends, on the thread where
+//! it ended, with nobody polling and no task woken for it. A short command
+//! (one whose module's runs have been short) runs inline in
+//! StartContainer, so it may have exited, STOPPED sent, when that returns.
 //! StopContainer terminates with the grace period, then kills.
 
 use std::collections::HashMap;
@@ -14,7 +17,7 @@ use std::time::Duration;
 use k8s_cri::v1 as cri;
 use tokio::sync::watch;
 use tracing::Instrument;
-use wasi_shim::{Exit, ExitReason, ModuleKind, ModuleSource, Output, Running, ShimError};
+use wasi_shim::{Exit, ExitReason, ModuleKind, ModuleSource, Output, Prepared, ShimError};
 
 use crate::error::{CriError, chain};
 use crate::logs::{LogFile, StreamSink};
@@ -161,7 +164,7 @@ impl Runtime {
 
     pub async fn start_container(self: &Arc<Self>, id: &str) -> Result<(), CriError> {
         let log = self.open_log(id);
-        let (id, running, core_module) = {
+        let (id, prepared, core_module) = {
             let mut t = self.tables();
             let id = find(t.containers(), id, "container")?
                 .ok_or_else(|| CriError::not_found("container", id))?;
@@ -187,12 +190,12 @@ impl Runtime {
             };
             let pod_ip = pod.ip.map(IpAddr::V4);
             match self.launch(&c.rec, pod_ip, log) {
-                Ok(Launched { running, log }) => {
+                Ok(Launched { prepared, log }) => {
                     let c = t.container_mut(&id).expect("looked up above");
                     c.rec.phase = Phase::Running;
                     c.rec.started_at = now_ns();
                     c.live = Some(Live {
-                        kill: running.kill_handle(),
+                        kill: prepared.kill_handle(),
                         log,
                         http_addr: None,
                     });
@@ -207,7 +210,7 @@ impl Runtime {
                         &id,
                         cri::ContainerEventType::ContainerStartedEvent,
                     );
-                    (id, running, core_module)
+                    (id, prepared, core_module)
                 }
                 Err(e) => {
                     let c = t.container_mut(&id).expect("looked up above");
@@ -230,6 +233,9 @@ impl Runtime {
                 }
             }
         };
+        // Started with the lock released: the exit callback (`launch`) takes
+        // it, and may run right here for a short command.
+        let running = prepared.start();
         // Wait until the guest is loaded and, for an HTTP function, listening,
         // so that the kubelet's first probe finds it. A core module is a
         // command, found in memory: nothing to wait for. The exit is
@@ -272,8 +278,8 @@ impl Runtime {
             .map_err(CriError::io("open the container log", &path))
     }
 
-    /// Builds the sandbox, with its output to the opened `log`, and spawns
-    /// the guest.
+    /// Builds the sandbox, with its output to the opened `log`, and
+    /// prepares the guest, with the callback that records its exit.
     fn launch(
         self: &Arc<Self>,
         rec: &ContainerRecord,
@@ -317,12 +323,12 @@ impl Runtime {
             }
             None => None,
         };
-        // The exit is recorded where the guest ends (its pool's thread):
-        // the sinks closed first, so the log is complete when the STOPPED
-        // event goes out.
+        // The exit is recorded where the guest ends (its pool's thread, or
+        // StartContainer's for a command run inline): the sinks closed
+        // first, so the log is complete when the STOPPED event goes out.
         let rt = Arc::downgrade(self);
         let id = rec.id.clone();
-        let running = self.engine.spawn_then(
+        let prepared = self.engine.prepare_then(
             ModuleSource::verified(&rec.image.path, &rec.image.id),
             &builder.build(),
             move |result| {
@@ -334,7 +340,7 @@ impl Runtime {
                 }
             },
         );
-        Ok(Launched { running, log })
+        Ok(Launched { prepared, log })
     }
 
     /// Records the end of a run.
@@ -551,9 +557,9 @@ impl Runtime {
     }
 }
 
-/// A guest just spawned, with its log.
+/// A guest ready to start, with its log.
 struct Launched {
-    running: Running,
+    prepared: Prepared,
     log: Option<Arc<LogFile>>,
 }
 
