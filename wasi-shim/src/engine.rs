@@ -228,6 +228,16 @@ pub struct CacheStats {
     pub compiled: u64,
 }
 
+/// Commands started inline, since the engine was built.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct InlineStats {
+    /// Commands whose first slice ran on the thread that started them.
+    pub started: u64,
+    /// Those that ended in it (their exit recorded before the start
+    /// returned).
+    pub ended: u64,
+}
+
 /// Compiled code, ready to instantiate.
 #[derive(Clone)]
 pub(crate) enum Compiled {
@@ -394,6 +404,13 @@ impl Engine {
     /// The configuration the engine was built with.
     pub fn config(&self) -> &EngineConfig {
         &self.inner.config
+    }
+
+    /// How many commands took their first slice inline
+    /// ([`EngineConfig::inline_slice`]), and how many of them ended in it.
+    pub fn inline_stats(&self) -> InlineStats {
+        let (started, ended) = self.inner.pools.inline_counts();
+        InlineStats { started, ended }
     }
 
     /// The compile cache's counters.

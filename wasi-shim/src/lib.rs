@@ -81,7 +81,7 @@ mod wasi;
 
 pub use control::{KillHandle, Running};
 pub use engine::{
-    CacheOutcome, CacheStats, Engine, EngineConfig, Loaded, ModuleKind, ModuleSource,
+    CacheOutcome, CacheStats, Engine, EngineConfig, InlineStats, Loaded, ModuleKind, ModuleSource,
 };
 pub use error::ShimError;
 pub use run::{Exit, ExitReason, KILLED_EXIT_CODE, Prepared, TERMINATED_EXIT_CODE, TRAP_EXIT_CODE};

@@ -53,7 +53,7 @@
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -72,6 +72,8 @@ pub(crate) struct Pools {
     /// The longest first poll after which a module counts as short
     /// ([`RunHint`]); zero never runs a command inline.
     inline: Duration,
+    /// Commands whose first poll ran inline, and those that ended in it.
+    inline_counts: [AtomicU64; 2],
     /// Owned here only to be shut down without blocking when the engine goes.
     runtimes: Vec<Runtime>,
 }
@@ -125,27 +127,38 @@ impl Pools {
             budget,
             allowance: Arc::new(Allowance::new(share, budget * 2)),
             inline,
+            inline_counts: Default::default(),
             runtimes: start.into_iter().chain([low]).collect(),
         })
     }
 
-    /// Starts a command as [`spawn`](Self::spawn) does, and teaches `hint`
-    /// how its first poll went. When `inline` is allowed and the hint says
-    /// the module's runs are short (and the allowance is not spent), that
-    /// first poll happens here, on the calling thread, inside the start
-    /// pool's runtime context (timers and sockets the guest makes belong to
-    /// that pool): a command that ends in it is [`Started::Ended`], and one
-    /// still pending goes on on the start pool.
-    pub(crate) fn start<F>(&self, guest: F, hint: &Arc<RunHint>, inline: bool) -> Started<F::Output>
+    /// `guest`, teaching `hint` how long its first poll took (before
+    /// whatever awaits the guest sees it end, so that a run started after
+    /// this one ended is started knowing it). Nothing is learnt when
+    /// inline starts are off.
+    pub(crate) fn timed<F: Future>(&self, guest: F, hint: &Arc<RunHint>) -> Timed<F> {
+        Timed {
+            guest: Box::pin(guest),
+            learn: (!self.inline.is_zero()).then(|| (hint.clone(), self.inline)),
+        }
+    }
+
+    /// Starts a command as [`spawn`](Self::spawn) does. When `inline` is
+    /// allowed and `hint` says the module's runs are short (and the
+    /// allowance is not spent), its first poll happens here, on the calling
+    /// thread, inside the start pool's runtime context (timers and sockets
+    /// the guest makes belong to that pool): a command that ends in it is
+    /// [`Started::Ended`], and one still pending goes on on the start pool.
+    pub(crate) fn start<F>(&self, guest: F, hint: &RunHint, inline: bool) -> Started<F::Output>
     where
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        let learn = (!self.inline.is_zero()).then(|| (hint.clone(), self.inline));
         if !(inline && hint.is_short()) || self.lowered_from_start() {
-            return Started::Pool(self.schedule(guest, learn));
+            return Started::Pool(self.schedule(guest));
         }
-        let mut first = self.first_slice(guest, learn);
+        self.inline_counts[0].fetch_add(1, Ordering::Relaxed);
+        let mut first = self.first_slice(guest);
         let polled = {
             let _pool = self.start.enter();
             // A panic is the task error it would be on a pool.
@@ -154,7 +167,10 @@ impl Pools {
             }))
         };
         match polled {
-            Ok(Poll::Ready(Slice::Ended(out))) => Started::Ended(Ok(out)),
+            Ok(Poll::Ready(Slice::Ended(out))) => {
+                self.inline_counts[1].fetch_add(1, Ordering::Relaxed);
+                Started::Ended(Ok(out))
+            }
             Ok(Poll::Ready(Slice::Lowered(guest))) => {
                 Started::Pool(PoolTask(self.low.spawn(async move { Ok(guest.await) })))
             }
@@ -174,21 +190,28 @@ impl Pools {
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        self.schedule(guest, None)
+        self.schedule(guest)
     }
 
-    fn schedule<F>(&self, guest: F, learn: Option<(Arc<RunHint>, Duration)>) -> PoolTask<F::Output>
+    fn schedule<F>(&self, guest: F) -> PoolTask<F::Output>
     where
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
         if self.lowered_from_start() {
-            // Nothing learnt from a run that starts lowered: its first poll
-            // may wait behind normal-priority threads.
             return PoolTask(self.low.spawn(async move { Ok(guest.await) }));
         }
-        let first = self.first_slice(guest, learn);
+        let first = self.first_slice(guest);
         self.go_on(first)
+    }
+
+    /// Commands started inline, and those of them that ended inline.
+    pub(crate) fn inline_counts(&self) -> (u64, u64) {
+        let [started, ended] = &self.inline_counts;
+        (
+            started.load(Ordering::Relaxed),
+            ended.load(Ordering::Relaxed),
+        )
     }
 
     /// Whether a command starts on the low pool: no budget, or the
@@ -197,17 +220,12 @@ impl Pools {
         self.budget.is_zero() || !self.allowance.available()
     }
 
-    fn first_slice<F: Future>(
-        &self,
-        guest: F,
-        learn: Option<(Arc<RunHint>, Duration)>,
-    ) -> FirstSlice<F> {
+    fn first_slice<F: Future>(&self, guest: F) -> FirstSlice<F> {
         FirstSlice {
             guest: Some(Box::pin(guest)),
             budget: self.budget,
             used: Duration::ZERO,
             allowance: self.allowance.clone(),
-            learn,
         }
     }
 
@@ -251,8 +269,9 @@ impl<T> Future for PoolTask<T> {
     }
 }
 
-/// How long a module's runs took in their first poll (timed at normal
-/// priority), which is how long an inline start blocks its caller: short
+/// How long a module's runs took in their first poll, which is how long an
+/// inline start blocks its caller (a poll slowed by CPU contention only
+/// makes the module look longer, which is the safe side): short
 /// once one took at most the inline limit; long, for good, once a short
 /// module's took more. Whether the run ended in that poll does not matter:
 /// a server pending on its socket after a short first poll blocked nobody
@@ -346,6 +365,26 @@ fn nanos(d: Duration) -> i64 {
     i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
 }
 
+/// A guest whose first poll is timed into its module's [`RunHint`].
+pub(crate) struct Timed<F> {
+    guest: Pin<Box<F>>,
+    /// The hint and the inline limit, until the first poll.
+    learn: Option<(Arc<RunHint>, Duration)>,
+}
+
+impl<F: Future> Future for Timed<F> {
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let polled = Instant::now();
+        let result = self.guest.as_mut().poll(cx);
+        if let Some((hint, limit)) = self.learn.take() {
+            hint.learn(polled.elapsed(), limit);
+        }
+        result
+    }
+}
+
 /// Polls a command on the start pool until it ends, or until it is pending
 /// after its budget (or the allowance) ran out: then it gives the future
 /// back, to be spawned on the low pool.
@@ -355,9 +394,6 @@ struct FirstSlice<F> {
     /// Time spent in its polls so far.
     used: Duration,
     allowance: Arc<Allowance>,
-    /// The module's hint and the inline limit, until the first poll is
-    /// learnt from.
-    learn: Option<(Arc<RunHint>, Duration)>,
 }
 
 enum Slice<F: Future> {
@@ -375,9 +411,6 @@ impl<F: Future> Future for FirstSlice<F> {
         let polled = Instant::now();
         let result = guest.as_mut().poll(cx);
         let took = polled.elapsed();
-        if let Some((hint, limit)) = self.learn.take() {
-            hint.learn(took, limit);
-        }
         self.used += took;
         let left = self.allowance.take(took);
         match result {

@@ -358,8 +358,12 @@ fn command(
     control.set_phase(Phase::Command);
     let span = tracing::info_span!("command", digest = %loaded.digest);
     let hint = loaded.hint.clone();
-    let guest = execute(engine.clone(), loaded, sandbox, control).instrument(span);
-    engine.inner.pools.start(
+    let pools = &engine.inner.pools;
+    let guest = pools.timed(
+        execute(engine.clone(), loaded, sandbox, control).instrument(span),
+        &hint,
+    );
+    pools.start(
         async move {
             let result = guest.await;
             if let Some(hook) = hook {

@@ -7,8 +7,10 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use bytes::Bytes;
 use tokio::io::AsyncWrite;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError, StreamResult};
 use wasmtime_wasi::sockets::SocketAddrUse;
 use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
@@ -86,8 +88,9 @@ fn set_output(b: &mut WasiCtxBuilder, out: &Output, stdout: bool) {
     }
 }
 
-/// An output sink: writes go straight to the file or buffer, so nothing is
-/// left unflushed when the guest ends.
+/// An output sink: writes go straight to the file or buffer, on the guest's
+/// thread, so nothing is left unflushed when the guest ends and no writer
+/// task is woken per write (a guest that prints stays in one poll).
 #[derive(Clone)]
 enum Sink {
     File(Arc<std::fs::File>),
@@ -101,14 +104,45 @@ impl IsTerminal for Sink {
     }
 }
 
+/// What a guest may write before it checks again: every write is made
+/// whole at once, so this is only the most one write call hands over.
+const WRITE_PERMIT: usize = 64 << 10;
+
 impl StdoutStream for Sink {
     fn async_stream(&self) -> Box<dyn AsyncWrite + Send + Sync> {
         Box::new(self.clone())
     }
+
+    // Not wasmtime's default (an `AsyncWriteStream`, whose writer task the
+    // guest waits on for every write): the sink itself.
+    fn p2_stream(&self) -> Box<dyn OutputStream> {
+        Box::new(self.clone())
+    }
+}
+
+#[async_trait::async_trait]
+impl Pollable for Sink {
+    async fn ready(&mut self) {}
+}
+
+impl OutputStream for Sink {
+    fn write(&mut self, bytes: Bytes) -> StreamResult<()> {
+        self.write_out(&bytes)
+            .map(drop)
+            .map_err(|e| StreamError::LastOperationFailed(e.into()))
+    }
+
+    fn flush(&mut self) -> StreamResult<()> {
+        Ok(())
+    }
+
+    fn check_write(&mut self) -> StreamResult<usize> {
+        Ok(WRITE_PERMIT)
+    }
 }
 
 impl Sink {
-    fn write(&self, buf: &[u8]) -> io::Result<usize> {
+    fn write_out(&self, buf: &[u8]) -> io::Result<usize> {
         match self {
             Sink::File(f) => {
                 (&**f).write_all(buf)?;
@@ -139,7 +173,7 @@ impl AsyncWrite for Sink {
         _: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Poll::Ready(self.write(buf))
+        Poll::Ready(self.write_out(buf))
     }
 
     fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {

@@ -179,3 +179,26 @@ async fn a_zero_inline_slice_never_runs_a_command_inline() {
         assert!(!ended_inline(&engine, &source, &["true"]).await);
     }
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_command_that_prints_still_ends_inline_with_all_its_output() {
+    let engine = Engine::new(untimed(GENEROUS)).unwrap();
+    let hello = verified(&engine, artifacts::HELLO).await;
+    assert!(!ended_inline(&engine, &hello, &["hello"]).await);
+    // Its writes go straight to the sink: no writer task to wait for.
+    let out = wasi_shim::MemoryOutput::new(1 << 20);
+    let sandbox = Sandbox::builder()
+        .arg("hello")
+        .arg("one")
+        .stdout(Output::Memory(out.clone()))
+        .build();
+    let (tx, rx) = mpsc::channel();
+    let prepared = engine.prepare_then(hello, &sandbox, move |r| {
+        let _ = tx.send(r.as_ref().map(|e| e.code).map_err(|e| e.to_string()));
+    });
+    let running = prepared.start();
+    assert_eq!(rx.try_recv(), Ok(Ok(0)), "not ended inline");
+    let text = String::from_utf8(out.contents()).unwrap();
+    assert!(text.starts_with("arg: hello\narg: one\n"), "{text:?}");
+    assert!(running.wait().await.unwrap().success());
+}

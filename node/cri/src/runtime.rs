@@ -211,6 +211,19 @@ impl Runtime {
                 })
                 .to_string(),
             );
+            let cache = self.engine.cache_stats();
+            let inline = self.engine.inline_stats();
+            info.insert(
+                "engine".into(),
+                serde_json::json!({
+                    "compiled": cache.compiled,
+                    "diskHits": cache.disk_hits,
+                    "memoryHits": cache.memory_hits,
+                    "inlineStarts": inline.started,
+                    "inlineEnds": inline.ended,
+                })
+                .to_string(),
+            );
         }
         cri::StatusResponse {
             status: Some(cri::RuntimeStatus {

@@ -161,3 +161,80 @@ async fn every_open_stream_sees_a_stop_of_a_running_container() -> Result<()> {
     cri.stop().await?;
     Ok(())
 }
+
+/// A short command (its module's runs known short) runs inline in
+/// StartContainer: by the time the call answers, the container is EXITED
+/// with its whole log written, and the stream still says CREATED, STARTED,
+/// STOPPED in that order.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_short_command_has_ended_with_its_log_when_start_answers() -> Result<()> {
+    let mut cri = Cri::start_with(tempfile::tempdir()?, |c| {
+        // Far above a debug build's run on a busy machine, and an allowance
+        // the test does not spend (a spent one starts commands lowered).
+        c.engine.inline_slice = Duration::from_secs(1);
+        c.engine.normal_priority_budget = Duration::from_secs(600);
+    })
+    .await?;
+    let image = cri.import(artifacts::HELLO, "hello:v1")?;
+    let mut events = cri
+        .rt
+        .get_container_events(api::GetEventsRequest {})
+        .await?
+        .into_inner();
+    let (pod, pod_config) = cri.pod("inline").await?;
+    expect(&mut events, &pod, Kind::ContainerCreatedEvent).await?;
+    expect(&mut events, &pod, Kind::ContainerStartedEvent).await?;
+
+    for run in 0..3u64 {
+        let id = cri
+            .run(
+                &pod,
+                &pod_config,
+                container(&format!("hello-{run}"), &image, &["one"]),
+            )
+            .await?;
+        // The first run is on the pools and teaches the engine that the
+        // module is short; each later one has ended inline by now.
+        assert_eq!(inline_ends(&mut cri).await?, run, "run {run}");
+        let status = if run == 0 {
+            cri.wait_exited(&id).await?
+        } else {
+            let st = cri.status(&id).await?;
+            assert_eq!(
+                st.state,
+                api::ContainerState::ContainerExited as i32,
+                "run {run}: not ended inline"
+            );
+            st
+        };
+        assert_eq!((status.exit_code, status.reason.as_str()), (0, "Completed"));
+        let lines: Vec<_> = common::log_records(&status.log_path);
+        assert!(
+            lines.contains(&("stdout".into(), "F".into(), "arg: one".into())),
+            "run {run}: {lines:?}"
+        );
+        expect(&mut events, &id, Kind::ContainerCreatedEvent).await?;
+        expect(&mut events, &id, Kind::ContainerStartedEvent).await?;
+        let e = expect(&mut events, &id, Kind::ContainerStoppedEvent).await?;
+        assert_eq!(
+            state_of(&e, &id),
+            Some(api::ContainerState::ContainerExited)
+        );
+    }
+    assert_eq!(inline_ends(&mut cri).await?, 2);
+    cri.stop().await?;
+    Ok(())
+}
+
+/// The commands that ended inline, from the runtime's verbose Status.
+async fn inline_ends(cri: &mut Cri) -> Result<u64> {
+    let info = cri
+        .rt
+        .status(api::StatusRequest { verbose: true })
+        .await?
+        .into_inner()
+        .info;
+    let engine: serde_json::Value =
+        serde_json::from_str(info.get("engine").context("no engine info")?)?;
+    engine["inlineEnds"].as_u64().context("no inlineEnds")
+}
