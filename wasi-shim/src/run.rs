@@ -114,7 +114,7 @@ impl Engine {
     /// A short command may run inline, in this future's first poll (see
     /// [`EngineConfig::inline_slice`](crate::EngineConfig::inline_slice)).
     pub async fn run(&self, source: ModuleSource, sandbox: &Sandbox) -> Result<Exit, ShimError> {
-        let running = self.spawn_inner(source, sandbox, None, true);
+        let running = self.spawn_inner(Arc::default(), source, sandbox, None, true);
         let mut kill = KillOnDrop(Some(running.kill_handle()));
         let exit = running.wait().await;
         kill.0 = None;
@@ -134,7 +134,7 @@ impl Engine {
     ///   calling runtime, one fresh instance per request, until stopped.
     ///   Without a listen address it ends with [`ShimError::NoHttpListen`].
     pub fn spawn(&self, source: ModuleSource, sandbox: &Sandbox) -> Running {
-        self.spawn_inner(source, sandbox, None, false)
+        self.spawn_inner(Arc::default(), source, sandbox, None, false)
     }
 
     /// As [`spawn`](Self::spawn), and calls `on_exit` once with the run's
@@ -149,6 +149,7 @@ impl Engine {
         on_exit: impl FnOnce(&Result<Exit, ShimError>) + Send + 'static,
     ) -> Running {
         self.spawn_inner(
+            Arc::default(),
             source,
             sandbox,
             Some(Arc::new(ExitHook::new(on_exit))),
@@ -172,21 +173,11 @@ impl Engine {
             source,
             sandbox: sandbox.clone(),
             hook: Arc::new(ExitHook::new(on_exit)),
-            control: Arc::new(Control::default()),
+            control: Arc::default(),
         }
     }
 
     fn spawn_inner(
-        &self,
-        source: ModuleSource,
-        sandbox: &Sandbox,
-        hook: Option<Arc<ExitHook>>,
-        inline: bool,
-    ) -> Running {
-        self.start_with(Arc::new(Control::default()), source, sandbox, hook, inline)
-    }
-
-    fn start_with(
         &self,
         control: Arc<Control>,
         source: ModuleSource,
@@ -281,7 +272,7 @@ impl Prepared {
     /// if it ends there, the exit callback has been called on this thread
     /// by the time this returns.
     pub fn start(self) -> Running {
-        self.engine.start_with(
+        self.engine.spawn_inner(
             self.control,
             self.source,
             &self.sandbox,
