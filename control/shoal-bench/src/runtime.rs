@@ -2,7 +2,9 @@
 //! `hello` (compile cache warm and cold), CRI create+start to exit through
 //! a real `shoal cri`-style server on a unix socket (`true` and `hello`, the
 //! exit seen on the GetContainerEvents stream; `true` again with
-//! ContainerStatus polled), `hello-http` requests/s and p99 against the
+//! ContainerStatus polled; beside them, the time to create one empty file
+//! on the logs' filesystem, a start's floor there), `hello-http`
+//! requests/s and p99 against the
 //! upstream `wasmtime serve` 48.0.8 under the same `wrk` load, and a
 //! container start (`true`) against `runc run` of busybox `true`.
 
@@ -100,9 +102,28 @@ async fn cri_part(
     containers: usize,
     versions: usize,
 ) -> anyhow::Result<([(f64, f64); 2], Vec<tempfile::TempDir>)> {
+    let (creates, probe_dir) = file_creates(containers)?;
+    report_latency("fs_file_create", creates, None);
     let (local, local_dir) = cri_rows(Via::InProcess, containers, versions).await?;
     let (socket, socket_dir) = cri_rows(Via::Socket, containers, versions).await?;
-    Ok(([local, socket], vec![local_dir, socket_dir]))
+    Ok(([local, socket], vec![probe_dir, local_dir, socket_dir]))
+}
+
+/// Times the creation of `n` empty files in a new directory where the CRI
+/// benches keep their logs (the temporary directory's filesystem): every
+/// container start creates its log file, so this is the floor that
+/// filesystem puts under a start in this run. (On ext4 without a journal it
+/// is several times higher for minutes after many files were deleted.)
+fn file_creates(n: usize) -> anyhow::Result<(Latencies, tempfile::TempDir)> {
+    let dir = tempfile::tempdir()?;
+    let mut times = Latencies::default();
+    for i in 0..n {
+        let path = dir.path().join(format!("{i}.log"));
+        let t = Instant::now();
+        std::fs::File::create_new(&path).with_context(|| format!("creating {}", path.display()))?;
+        times.push(t.elapsed());
+    }
+    Ok((times, dir))
 }
 
 /// The CRI rows of one transport (prefix `cri_` over the socket,
