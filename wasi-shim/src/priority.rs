@@ -36,15 +36,16 @@
 //! At most `guest_threads` (cores − 1) workers run commands at normal
 //! priority, so a core is left to HTTP serving even while commands start.
 //!
-//! A command whose module's runs have so far each ended within their first
-//! poll, in at most [`EngineConfig::inline_slice`] ([`RunHint`]), may take
-//! that first poll on the thread that starts it ([`Pools::start`]), at that
-//! thread's priority and charged to the allowance like any first slice: a
-//! short command (a probe's exec, a job's step, `true`) then starts, runs
-//! and ends with no thread woken for it. If it is still pending after that
-//! poll, the rest goes to the start pool as above, and its module never
-//! runs inline again; so a start blocks its caller for at most one tick,
-//! once per module.
+//! A command whose module's runs have so far taken at most
+//! [`EngineConfig::inline_slice`] in their first poll ([`RunHint`]) may
+//! take that first poll on the thread that starts it ([`Pools::start`]),
+//! at that thread's priority and charged to the allowance like any first
+//! slice: a short command (a probe's exec, a job's step, `true`) then
+//! starts, runs and ends with no thread woken for it. If it is still
+//! pending after that poll, the rest goes to the start pool as above. A
+//! guest yields at the next epoch tick at the latest, so an inline start
+//! blocks its caller for at most about one tick; and once a first poll
+//! took longer than the limit, its module never runs inline again.
 //!
 //! [`EngineConfig::normal_priority_budget`]: crate::EngineConfig::normal_priority_budget
 //! [`EngineConfig::normal_priority_share`]: crate::EngineConfig::normal_priority_share
