@@ -169,9 +169,13 @@ async fn every_open_stream_sees_a_stop_of_a_running_container() -> Result<()> {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_short_command_has_ended_with_its_log_when_start_answers() -> Result<()> {
     let mut cri = Cri::start_with(tempfile::tempdir()?, |c| {
-        // Far above a debug build's run on a busy machine, and an allowance
-        // the test does not spend (a spent one starts commands lowered).
+        // Far above a debug build's run on a busy machine; no epoch tick
+        // within the test (a tick during an inline poll sends the rest of
+        // the run to the pools, which a slow debug run on a loaded machine
+        // can meet); and an allowance the test does not spend (a spent one
+        // starts commands lowered).
         c.engine.inline_slice = Duration::from_secs(1);
+        c.engine.epoch_tick = Duration::from_secs(600);
         c.engine.normal_priority_budget = Duration::from_secs(600);
     })
     .await?;
