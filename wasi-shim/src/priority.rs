@@ -36,12 +36,13 @@
 //! At most `guest_threads` (cores − 1) workers run commands at normal
 //! priority, so a core is left to HTTP serving even while commands start.
 //!
-//! A command whose module's runs have so far taken at most
-//! [`EngineConfig::inline_slice`] in their first poll ([`RunHint`]) may
-//! take that first poll on the thread that starts it ([`Pools::start`]),
-//! at that thread's priority and charged to the allowance like any first
-//! slice: a short command (a probe's exec, a job's step, `true`) then
-//! starts, runs and ends with no thread woken for it. If it is still
+//! A command whose module has run cleanly within
+//! [`EngineConfig::inline_slice`] in a first poll, and never taken longer
+//! since ([`RunHint`]), may take that first poll on the thread that starts
+//! it ([`Pools::start`]), at that thread's priority and charged to the
+//! allowance like any first slice: a short command (a probe's exec, a
+//! job's step, `true`) then starts, runs and ends with no thread woken for
+//! it. If it is still
 //! pending after that poll, the rest goes to the start pool as above. A
 //! guest yields at the next epoch tick at the latest, so an inline start
 //! blocks its caller for at most about one tick; and once a first poll
@@ -133,14 +134,21 @@ impl Pools {
         })
     }
 
-    /// `guest`, teaching `hint` how long its first poll took (before
-    /// whatever awaits the guest sees it end, so that a run started after
-    /// this one ended is started knowing it). Nothing is learnt when
-    /// inline starts are off.
-    pub(crate) fn timed<F: Future>(&self, guest: F, hint: &Arc<RunHint>) -> Timed<F> {
+    /// `guest`, teaching `hint` how its first poll went (before whatever
+    /// awaits the guest sees it end, so that a run started after this one
+    /// ended is started knowing it): how long it took, and whether the run
+    /// ended in it as `clean` says. Nothing is learnt when inline starts
+    /// are off.
+    pub(crate) fn timed<F: Future>(
+        &self,
+        guest: F,
+        hint: &Arc<RunHint>,
+        clean: fn(&F::Output) -> bool,
+    ) -> Timed<F> {
         Timed {
             guest: Box::pin(guest),
             learn: (!self.inline.is_zero()).then(|| (hint.clone(), self.inline)),
+            clean,
         }
     }
 
@@ -270,13 +278,14 @@ impl<T> Future for PoolTask<T> {
     }
 }
 
-/// How long a module's runs took in their first poll, which is how long an
-/// inline start blocks its caller (a poll slowed by CPU contention only
-/// makes the module look longer, which is the safe side): short
-/// once one took at most the inline limit; long, for good, once a short
-/// module's took more. Whether the run ended in that poll does not matter:
-/// a server pending on its socket after a short first poll blocked nobody
-/// either. A first poll longer than the limit leaves an unknown module
+/// How a module's runs went in their first poll, whose length is how long
+/// an inline start blocks its caller (a poll slowed by CPU contention only
+/// makes the module look longer, which is the safe side): short once a run
+/// ended cleanly (exit 0) in a first poll of at most the inline limit; long,
+/// for good, once a short module's first poll took more. A failing run
+/// teaches nothing, so a crash loop (restarted under back-off anyway) never
+/// takes its caller's threads; a server pending on its socket never becomes
+/// short either. A first poll longer than the limit leaves an unknown module
 /// unknown (a module's first run also pays for setting up its memory
 /// image), so a module that is always slow never runs inline. Shared by
 /// every run of the module (kept with its compiled code).
@@ -292,11 +301,13 @@ impl RunHint {
         self.0.load(Ordering::Relaxed) == SHORT
     }
 
-    fn learn(&self, took: Duration, limit: Duration) {
-        let (from, to) = if took <= limit {
+    fn learn(&self, took: Duration, ended_clean: bool, limit: Duration) {
+        let (from, to) = if took > limit {
+            (SHORT, LONG)
+        } else if ended_clean {
             (UNKNOWN, SHORT)
         } else {
-            (SHORT, LONG)
+            return;
         };
         // Never back from long.
         let _ = self
@@ -367,10 +378,12 @@ fn nanos(d: Duration) -> i64 {
 }
 
 /// A guest whose first poll is timed into its module's [`RunHint`].
-pub(crate) struct Timed<F> {
+pub(crate) struct Timed<F: Future> {
     guest: Pin<Box<F>>,
     /// The hint and the inline limit, until the first poll.
     learn: Option<(Arc<RunHint>, Duration)>,
+    /// Whether an output is a clean end (a command that exited 0).
+    clean: fn(&F::Output) -> bool,
 }
 
 impl<F: Future> Future for Timed<F> {
@@ -380,7 +393,8 @@ impl<F: Future> Future for Timed<F> {
         let polled = Instant::now();
         let result = self.guest.as_mut().poll(cx);
         if let Some((hint, limit)) = self.learn.take() {
-            hint.learn(polled.elapsed(), limit);
+            let clean = matches!(&result, Poll::Ready(out) if (self.clean)(out));
+            hint.learn(polled.elapsed(), clean, limit);
         }
         result
     }

@@ -353,6 +353,7 @@ fn command(
     let guest = pools.timed(
         execute(engine.clone(), loaded, sandbox, control).instrument(span),
         &hint,
+        |end| matches!(end, Ok(exit) if exit.success()),
     );
     pools.start(
         async move {
