@@ -76,12 +76,12 @@ pub struct EngineConfig {
     /// on the low-priority pool, so that a crash loop of short commands
     /// cannot become a normal-priority load.
     pub normal_priority_share: f64,
-    /// A command whose module's runs have each ended within their first
-    /// poll, in at most this long, runs its next first slice on the thread
+    /// A command whose module has ended cleanly (exit 0) within its first
+    /// poll, in at most this long, runs its next first slices on the thread
     /// that starts it ([`Engine::run`], [`Prepared::start`]) instead of
-    /// waking a pool thread, so a short command starts, runs and ends with no
-    /// thread hand-off. A module that once took longer (or was pending in
-    /// that poll) never runs inline again. Zero turns this off.
+    /// waking a pool thread, so a short command starts, runs and ends with
+    /// no thread hand-off. Failing runs teach nothing; a module whose first
+    /// poll once took longer never runs inline again. Zero turns this off.
     ///
     /// [`Prepared::start`]: crate::Prepared::start
     pub inline_slice: Duration,

@@ -42,11 +42,11 @@
 //! it ([`Pools::start`]), at that thread's priority and charged to the
 //! allowance like any first slice: a short command (a probe's exec, a
 //! job's step, `true`) then starts, runs and ends with no thread woken for
-//! it. If it is still
-//! pending after that poll, the rest goes to the start pool as above. A
-//! guest yields at the next epoch tick at the latest, so an inline start
-//! blocks its caller for at most about one tick; and once a first poll
-//! took longer than the limit, its module never runs inline again.
+//! it. If it is still pending after that poll, the rest goes to the start
+//! pool as above. A guest yields at the next epoch tick at the latest, so
+//! an inline start blocks its caller for at most about one tick; and once a
+//! first poll took longer than the limit, its module never runs inline
+//! again.
 //!
 //! [`EngineConfig::normal_priority_budget`]: crate::EngineConfig::normal_priority_budget
 //! [`EngineConfig::normal_priority_share`]: crate::EngineConfig::normal_priority_share
@@ -94,8 +94,8 @@ impl Pools {
     /// Starts both pools: `threads` workers each, the low pool's at `nice`.
     /// A command runs on the start pool for at most `budget`, all of them
     /// together for at most `share` of a core; a zero budget or share runs
-    /// every command on the low pool from its start. A module whose runs
-    /// ended within `inline` of their first poll starts inline
+    /// every command on the low pool from its start. A module that ended
+    /// cleanly within `inline` of a first poll starts inline
     /// ([`start`](Self::start)).
     pub(crate) fn new(
         threads: usize,
@@ -180,9 +180,7 @@ impl Pools {
                 self.inline_counts[1].fetch_add(1, Ordering::Relaxed);
                 Started::Ended(Ok(out))
             }
-            Ok(Poll::Ready(Slice::Lowered(guest))) => {
-                Started::Pool(PoolTask(self.low.spawn(async move { Ok(guest.await) })))
-            }
+            Ok(Poll::Ready(Slice::Lowered(guest))) => Started::Pool(self.lowered(guest)),
             Ok(Poll::Pending) => Started::Pool(self.go_on(first)),
             Err(panic) => Started::Ended(Err(ShimError::Task {
                 message: format!("the command panicked: {}", panic_message(&*panic)),
@@ -208,7 +206,7 @@ impl Pools {
         F::Output: Send + 'static,
     {
         if self.lowered_from_start() {
-            return PoolTask(self.low.spawn(async move { Ok(guest.await) }));
+            return self.lowered(guest);
         }
         let first = self.first_slice(guest);
         self.go_on(first)
@@ -221,6 +219,15 @@ impl Pools {
             started.load(Ordering::Relaxed),
             ended.load(Ordering::Relaxed),
         )
+    }
+
+    /// Runs a command on the low pool to its end.
+    fn lowered<F>(&self, guest: F) -> PoolTask<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        PoolTask(self.low.spawn(async move { Ok(guest.await) }))
     }
 
     /// Whether a command starts on the low pool: no budget, or the

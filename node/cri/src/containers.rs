@@ -4,7 +4,7 @@
 //! tables' lock) with its log sinks and a callback that records the exit
 //! (code, reason, message) the moment the guest ends, on the thread where
 //! it ended, with nobody polling and no task woken for it. A short command
-//! (one whose module's runs have been short) runs inline in
+//! (one whose module has ended cleanly and quickly before) runs inline in
 //! StartContainer, so it may have exited, STOPPED sent, when that returns.
 //! StopContainer terminates with the grace period, then kills.
 
